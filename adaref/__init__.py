@@ -1,0 +1,2 @@
+"""adaref: the NumPy reference implementation of AdaEnsemble."""
+__version__ = "0.1.0"
