@@ -1,0 +1,75 @@
+"""Numba kernels for the hot loops, each with a pure-NumPy twin.
+
+One switch selects the implementation everywhere:
+
+* the environment variable ``ADAREF_NUMBA=0`` (read at import) selects the NumPy
+  twins; any other value, or none, selects Numba;
+* :func:`use_backend` switches for a block of code (tests run both paths).
+
+A kernel is a :class:`Kernel` pairing a NumPy function with a plain-Python loop
+function that Numba compiles (``numba.njit(cache=True)``) on first use. The loop
+function is ordinary Python, so it also runs (slowly) under ``NUMBA_DISABLE_JIT=1``.
+Kernels write into an output array passed in (no allocation inside the loop), and both
+twins must agree: exactly in float64 when they add in the same order, otherwise
+within a bound stated in the kernel's docstring (``tests/test_kernels.py``).
+
+>>> import numpy as np
+>>> from adaref import kernels
+>>> out = np.zeros((2, 1))
+>>> with kernels.use_backend("numpy"):
+...     kernels.scatter_add_rows(out, np.array([1, 0, 1]), np.array([[1.0], [2.0], [3.0]]))
+>>> out.ravel().tolist()
+[2.0, 4.0]
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+BACKENDS = ("numba", "numpy")
+_backend = "numpy" if os.environ.get("ADAREF_NUMBA", "1").strip() == "0" else "numba"
+
+
+def backend() -> str:
+    """The active implementation: ``"numba"`` or ``"numpy"``."""
+    return _backend
+
+
+@contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run a block with the given backend, restoring the previous one afterwards."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"use_backend: unknown backend {name!r}; choose one of {BACKENDS}")
+    previous, _backend = _backend, name
+    try:
+        yield
+    finally:
+        _backend = previous
+
+
+class Kernel:
+    """A NumPy twin and a Numba-compiled loop with one signature and one meaning."""
+
+    def __init__(self, name: str, numpy_impl: Callable, loop_impl: Callable):
+        self.name, self.numpy_impl, self.loop_impl = name, numpy_impl, loop_impl
+        self._compiled: Callable | None = None
+        self.__doc__ = numpy_impl.__doc__
+
+    def numba_impl(self, *args):
+        if self._compiled is None:
+            import numba  # imported on first use: `import adaref` stays fast
+
+            self._compiled = numba.njit(cache=True, nogil=True)(self.loop_impl)
+        return self._compiled(*args)
+
+    def __call__(self, *args):
+        impl = self.numba_impl if _backend == "numba" else self.numpy_impl
+        return impl(*args)
+
+    def __repr__(self) -> str:
+        return f"Kernel({self.name!r}, backend={_backend!r})"
+
+
+from adaref.kernels.scatter import scatter_add_rows  # noqa: E402,F401
