@@ -1,0 +1,92 @@
+"""Frozen configuration dataclasses that reject unknown keys.
+
+Every component of the model has one config dataclass deriving from :class:`Config`.
+``Cls.from_dict(d)`` builds it from plain data (a JSON file, command-line options) and
+refuses unknown keys and values of the wrong type, naming the key, instead of ignoring
+them the way ``**kwargs`` plumbing does.
+
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True)
+... class GateConfig(Config):
+...     hidden: int = 16      # d, the gate's hidden size (eq. 7)
+...     jitter: float = 0.01  # eps of eq. 7
+>>> GateConfig.from_dict({"hidden": 8})
+GateConfig(hidden=8, jitter=0.01)
+>>> GateConfig.from_dict({"hiden": 8})
+Traceback (most recent call last):
+...
+adaref.config.ConfigError: GateConfig: unknown key 'hiden' (known: hidden, jitter)
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An unknown key or a value of the wrong type in a configuration."""
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if origin in (tuple, list):
+        args = typing.get_args(hint)
+        if not isinstance(value, (tuple, list)):
+            return False
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return all(_type_ok(v, args[0]) for v in value)
+        if origin is tuple and args:
+            return len(args) == len(value) and all(_type_ok(v, h) for v, h in zip(value, args))
+        return all(_type_ok(v, args[0]) for v in value) if args else True
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Base class: subclasses are ``@dataclass(frozen=True)`` with typed, commented fields."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in data.items():
+            if key not in fields:
+                raise ConfigError(f"{cls.__name__}: unknown key {key!r} (known: {', '.join(fields)})")
+            hint = hints[key]
+            if isinstance(hint, type) and issubclass(hint, Config):
+                value = hint.from_dict(value) if isinstance(value, dict) else value
+            if typing.get_origin(hint) is tuple and isinstance(value, list):
+                value = tuple(value)
+            if not _type_ok(value, hint):
+                raise ConfigError(f"{cls.__name__}: key {key!r} expects {_show(hint)}, got {value!r}")
+            values[key] = float(value) if hint is float else value
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with some fields changed, checked like :meth:`from_dict`."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def _show(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
