@@ -12,4 +12,4 @@ from adaref.ops import (abs, add, astype, broadcast_to, clip, concatenate, div, 
                         stack, sub, sum, take, tanh, topk_mask, transpose, where)
 
 __version__ = "0.1.0"
-from adaref.gradcheck import GradcheckError, check_vjp, gradcheck  # noqa: E402
+from adaref.gradcheck import GradcheckError, check_vjp, gradcheck, gradcheck_module  # noqa: E402

@@ -106,7 +106,8 @@ def check_vjp(forward: Callable[..., np.ndarray],
     names = list(names) if names is not None else [f"input {i}" for i in range(len(inputs))]
 
     def run(args: list) -> np.ndarray:
-        return np.asarray(forward(*args), dtype=np.float64)
+        # A copy: f's output may be a view of an input (reshape), which we perturb next.
+        return np.array(forward(*args), dtype=np.float64, copy=True)
 
     y = run(arrays)
     if not np.array_equal(y, run(arrays), equal_nan=True):
@@ -228,3 +229,47 @@ def _name(f: Callable, i: int, x: Any) -> str:
     if code is not None and i < code.co_argcount:
         return code.co_varnames[i]
     return ""
+
+
+def gradcheck_module(f: Callable[..., Tensor], module: Any, *inputs: Any,
+                     include: Callable[[str], bool] | None = None, **options: Any) -> bool:
+    """Check the gradients of a Module's parameters (and of float ``inputs``).
+
+    ``f(*inputs) -> Tensor`` runs ``module`` (captured by ``f``). Each parameter whose
+    dotted name passes ``include`` (default: all) is checked as if it were an input:
+    its array is swapped for a float64 copy that the oracle perturbs, and its analytic
+    gradient is read from ``.grad`` (a RowSparseGrad counts as its dense form). Errors
+    name the parameter, e.g. ``layers.0.experts.cross.W``. The module must be float64
+    and deterministic (switch off jitter: ``module.eval()`` or the option that does).
+    Options as in :func:`check_vjp`.
+    """
+    named = [(n, p) for n, p in module.named_parameters() if include is None or include(n)]
+    params = [p for _, p in named]
+    originals = [p.data for p in params]
+    n_in = len(inputs)
+
+    def install(arrays):
+        for p, a in zip(params, arrays[n_in:]):
+            p.data = a
+
+    def forward(*arrays):
+        install(arrays)
+        out = f(*[Tensor(a) if _is_checked(a) else a for a in arrays[:n_in]])
+        return out.data
+
+    def vjp(u, *arrays):
+        install(arrays)
+        for p in params:
+            p.grad = None
+        tensors = [Tensor(a, requires_grad=True) if _is_checked(a) else a for a in arrays[:n_in]]
+        out = f(*tensors)
+        if out.requires_grad:
+            out.backward(u)
+        return [t.grad if isinstance(t, Tensor) else None for t in tensors] + [p.grad for p in params]
+
+    names = [f"input {i}" for i in range(n_in)] + [f"parameter {n}" for n, _ in named]
+    try:
+        return check_vjp(forward, vjp, *inputs, *originals, names=names, **options)
+    finally:
+        for p, a in zip(params, originals):
+            p.data, p.grad = a, None

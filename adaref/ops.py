@@ -401,7 +401,7 @@ class Max(Function):
         self.axes, self.keepdims = axes, keepdims
         y = np.max(x, axis=axes, keepdims=True)
         self.winners = x == y
-        self.count = self.winners.sum(axis=axes, keepdims=True)
+        self.count = self.winners.sum(axis=axes, keepdims=True).astype(x.dtype)
         return y if keepdims else np.squeeze(y, axis=axes)
 
     def backward(self, g):
