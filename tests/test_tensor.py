@@ -1,0 +1,216 @@
+"""The engine: graph order, accumulation, broadcasting, grad mode, dtype and shape rules."""
+import numpy as np
+import pytest
+
+import adaref
+from adaref import DTypeError, RowSparseGrad, ShapeError, Tensor, ops
+from adaref.tensor import unbroadcast
+
+
+def test_reused_tensor_accumulates_gradient():
+    x = Tensor(np.array([1.5, -2.0]), requires_grad=True)
+    y = x * x + x * 3.0 + x          # dy/dx = 2x + 4
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, 2 * x.data + 4)
+
+
+def test_diamond_graph_visits_shared_node_once():
+    x = Tensor(np.array(2.0), requires_grad=True)
+    a = x * 3.0                      # shared by both branches
+    y = a * a + ops.exp(a * 0.0)     # y = 9x^2 + 1 -> 18x
+    y.backward()
+    assert x.grad == pytest.approx(36.0)
+
+
+def test_backward_accumulates_across_calls_until_zero_grad():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    (x * 2.0).sum().backward()
+    (x * 2.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [4.0, 4.0])
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_leaf_gradients_never_alias_each_other():
+    a, b = Tensor(np.ones(2), requires_grad=True), Tensor(np.ones(2), requires_grad=True)
+    (a + b).sum().backward()         # Add hands the same array to both inputs
+    assert not np.shares_memory(a.grad, b.grad)
+
+
+def test_broadcast_gradient_is_summed_back_once_in_the_engine():
+    x = Tensor(np.ones((3, 1)), requires_grad=True)
+    b = Tensor(np.ones(4), requires_grad=True)
+    (x * b).backward(np.arange(12.0).reshape(3, 4))
+    np.testing.assert_array_equal(x.grad, np.arange(12.0).reshape(3, 4).sum(1, keepdims=True))
+    np.testing.assert_array_equal(b.grad, np.arange(12.0).reshape(3, 4).sum(0))
+
+
+def test_unbroadcast_handles_leading_and_stretched_axes():
+    g = np.ones((5, 3, 4))
+    assert unbroadcast(g, (3, 1)).shape == (3, 1)
+    assert unbroadcast(g, ()).item() == 60
+    assert unbroadcast(g, (1, 1, 4)).tolist() == [[[15.0] * 4]]
+
+
+def test_deep_graph_has_no_recursion_limit():
+    x = Tensor(np.array(1.0), requires_grad=True)
+    y = x
+    for _ in range(20_000):
+        y = y * 1.0
+    y.backward()
+    assert x.grad == 1.0
+
+
+def test_detach_and_no_grad_stop_gradients():
+    x = Tensor(np.array([3.0]), requires_grad=True)
+    assert not x.detach().requires_grad
+    with adaref.no_grad():
+        y = x * 2.0
+        assert not adaref.is_grad_enabled()
+    assert adaref.is_grad_enabled() and not y.requires_grad and y._ctx is None
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.backward()
+
+
+def test_non_scalar_backward_needs_a_gradient_of_the_right_shape():
+    y = Tensor(np.ones(3), requires_grad=True) * 2.0
+    with pytest.raises(ShapeError, match=r"non-scalar output of shape \(3,\)"):
+        y.backward()
+    with pytest.raises(ShapeError, match=r"gradient shape \(2,\) != tensor shape \(3,\)"):
+        y.backward(np.ones(2))
+
+
+# --- dtype rules --------------------------------------------------------------------
+def test_float32_and_float64_are_kept_and_never_mixed():
+    x32 = Tensor(np.ones(3, np.float32))
+    x64 = Tensor(np.ones(3))
+    assert (x32 * 2.5).dtype == np.float32 and (x64 * 2.5).dtype == np.float64
+    assert (x32 + np.arange(3)).dtype == np.float32          # int arrays take the dtype
+    assert (x32 * np.float64(2.0)).dtype == np.float32        # so do NumPy scalars
+    for op in (ops.add, ops.mul, ops.matmul, lambda a, b: ops.where(np.ones(3, bool), a, b)):
+        with pytest.raises(DTypeError, match="mix float32 and float64|float32 and float64"):
+            op(x32, x64)
+    with pytest.raises(DTypeError, match="mix"):
+        x32 + np.ones(3)                                       # float64 array operand
+
+
+def test_tensor_constructor_dtype_rules():
+    assert Tensor([1, 2]).dtype == np.float64
+    assert Tensor(np.array([True])).dtype == np.float64
+    assert Tensor([1.0], dtype=np.float32).dtype == np.float32
+    with pytest.raises(DTypeError, match="float16"):
+        Tensor(np.ones(2, np.float16))
+    with pytest.raises(DTypeError, match="complex"):
+        Tensor(np.ones(2, complex))
+
+
+def test_astype_casts_explicitly_and_casts_the_gradient_back():
+    x = Tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
+    y = x.astype(np.float64)
+    assert y.dtype == np.float64
+    (y * y).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0])
+    adaref.gradcheck(lambda x: ops.astype(x, np.float64) ** 2, np.array([0.5, -1.0]))
+    with pytest.raises(DTypeError):
+        ops.astype(x, np.int32)
+
+
+# --- shape errors name the op and both shapes -------------------------------------------
+@pytest.mark.parametrize("name,op", [("add", ops.add), ("sub", ops.sub), ("mul", ops.mul),
+                                     ("div", ops.div), ("pow", ops.pow)])
+def test_broadcast_errors_name_op_and_shapes(name, op):
+    with pytest.raises(ShapeError, match=rf"{name}: cannot broadcast shapes \(2, 3\) and \(4,\)"):
+        op(Tensor(np.ones((2, 3))), Tensor(np.ones(4)))
+
+
+def test_other_shape_errors_are_specific():
+    a = Tensor(np.ones((2, 3)))
+    with pytest.raises(ShapeError, match=r"matmul: shapes \(2, 3\) and \(4, 5\) are not aligned"):
+        a @ Tensor(np.ones((4, 5)))
+    with pytest.raises(ShapeError, match=r"reshape: cannot reshape \(2, 3\)"):
+        a.reshape(4, 2)
+    with pytest.raises(ShapeError, match=r"concatenate: shapes \(2, 3\) and \(2, 4\)"):
+        ops.concatenate([a, Tensor(np.ones((2, 4)))], axis=0)
+    with pytest.raises(ShapeError, match=r"stack: shapes"):
+        ops.stack([a, Tensor(np.ones((3, 2)))])
+    with pytest.raises(ShapeError, match=r"broadcast_to: cannot broadcast \(2, 3\) to \(3,\)"):
+        a.broadcast_to((3,))
+    with pytest.raises(ShapeError, match="scatter_add: src shape"):
+        ops.scatter_add(np.zeros((3, 2)), np.array([0, 1]), np.zeros((3, 2)))
+    with pytest.raises(IndexError, match="take: index 5 is out of range"):
+        ops.take(a, np.array([5]), axis=1)
+    with pytest.raises(IndexError, match=r"getitem: .*\(tensor shape \(2, 3\)\)"):
+        a[5]
+
+
+# --- numerics of the special ops ---------------------------------------------------------
+def test_sigmoid_and_softmax_are_stable_at_extremes():
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        y = ops.sigmoid(Tensor(np.array([-1000.0, 0.0, 1000.0]))).data
+        p = ops.softmax(Tensor(np.array([1000.0, 999.0, -np.inf]))).data
+        lp = ops.log_softmax(Tensor(np.array([1000.0, 999.0]))).data
+    np.testing.assert_allclose(y, [0.0, 0.5, 1.0])
+    assert p[2] == 0.0 and p.sum() == pytest.approx(1.0) and np.all(np.isfinite(lp))
+    np.testing.assert_allclose(lp, [-np.log1p(np.exp(-1.0)), -1 - np.log1p(np.exp(-1.0))])
+
+
+def test_softmax_rejects_a_fully_masked_slice():
+    with pytest.raises(ValueError, match="softmax: a slice along axis 1 has only -inf"):
+        ops.softmax(Tensor(np.array([[0.0, 1.0], [-np.inf, -np.inf]])), axis=1)
+    with pytest.raises(ValueError, match="NaN"):
+        ops.log_softmax(Tensor(np.array([np.nan, 1.0])))
+
+
+def test_topk_mask_keeps_k_and_breaks_ties_by_lowest_index():
+    x = np.array([[2.0, 5.0, 5.0, 1.0, 5.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(ops.topk_mask(x, 2), [[0, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
+    np.testing.assert_array_equal(ops.topk_mask(x, 1, axis=0)[:, 1], [True, False])
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 3, size=(200, 5)).astype(float)   # many ties
+    mask = ops.topk_mask(scores, 3)
+    assert (mask.sum(axis=1) == 3).all()
+    kept_min = np.where(mask, scores, np.inf).min(axis=1)
+    dropped_max = np.where(mask, -np.inf, scores).max(axis=1)
+    assert (kept_min >= dropped_max).all()
+    # among equal values at the boundary, every kept index is below every dropped one
+    for row, m in zip(scores, mask):
+        boundary = row[m].min()
+        kept = np.flatnonzero(m & (row == boundary))
+        dropped = np.flatnonzero(~m & (row == boundary))
+        assert not len(dropped) or kept.max() < dropped.min()
+    with pytest.raises(ValueError, match=r"k=6 must be in \[1, 5\]"):
+        ops.topk_mask(scores, 6)
+
+
+def test_max_shares_the_gradient_among_ties():
+    x = Tensor(np.array([3.0, 1.0, 3.0]), requires_grad=True)
+    x.max().backward()
+    np.testing.assert_array_equal(x.grad, [0.5, 0.0, 0.5])
+
+
+def test_embedding_gradient_touches_only_the_looked_up_rows():
+    w = Tensor(np.arange(12.0).reshape(6, 2), requires_grad=True)
+    ids = np.array([[4, 1], [4, 4]])
+    ops.embedding(w, ids).sum().backward()
+    assert isinstance(w.grad, RowSparseGrad)
+    np.testing.assert_array_equal(w.grad.rows, [1, 4])
+    np.testing.assert_array_equal(w.grad.values, [[1.0, 1.0], [3.0, 3.0]])
+    dense = w.grad.to_dense()
+    assert dense.shape == (6, 2) and dense[[0, 2, 3, 5]].sum() == 0
+
+
+def test_sparse_and_dense_gradients_of_one_table_add_up():
+    w = Tensor(np.ones((4, 2)), requires_grad=True)
+    y = ops.embedding(w, np.array([0, 0, 3])).sum() + (w * 2.0).sum()
+    y.backward()
+    expected = np.full((4, 2), 2.0)
+    expected[0] += 2
+    expected[3] += 1
+    np.testing.assert_array_equal(adaref.tensor.dense(w.grad), expected)
+    # two sparse contributions stay sparse
+    w.zero_grad()
+    (ops.embedding(w, np.array([1])).sum() + ops.embedding(w, np.array([1, 2])).sum()).backward()
+    assert isinstance(w.grad, RowSparseGrad)
+    np.testing.assert_array_equal(w.grad.rows, [1, 2])
+    np.testing.assert_array_equal(w.grad.values[:, 0], [2.0, 1.0])
