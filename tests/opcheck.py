@@ -17,6 +17,7 @@ A test is a decorator plus ``pass``:
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import hypothesis.extra.numpy as hnp
@@ -99,7 +100,7 @@ def op_test(fn: Callable[..., Tensor], *, n_args: int = 1,
 
             # 2. no mutation of inputs or of the upstream gradient; gradient shapes
             copies = [a.copy() for a in arrays]
-            const_copies = [np.copy(c) for c in consts]
+            const_copies = copy.deepcopy(consts)
             tensors = [Tensor(a, requires_grad=True) for a in arrays]
             out = f(*tensors)
             upstream = np.random.default_rng(seed).standard_normal(out.shape)
@@ -107,8 +108,7 @@ def op_test(fn: Callable[..., Tensor], *, n_args: int = 1,
             out.backward(upstream)
             for a, c in zip(arrays, copies):
                 np.testing.assert_array_equal(a, c, err_msg="op mutated an input")
-            for a, c in zip(consts, const_copies):
-                np.testing.assert_array_equal(a, c, err_msg="op mutated a constant argument")
+            assert _same(consts, const_copies), "op mutated a constant argument"
             np.testing.assert_array_equal(upstream, upstream_copy,
                                           err_msg="backward mutated the upstream gradient")
             for t in tensors:
@@ -146,3 +146,12 @@ def min_gap(x: np.ndarray, axis: int | None = None) -> float:
         return float("inf")
     s = np.sort(x, axis=axis)
     return float(np.min(np.diff(s, axis=axis), initial=np.inf))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Deep equality for constants: arrays, tuples/lists of them, slices, numbers."""
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b
