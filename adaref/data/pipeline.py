@@ -139,7 +139,7 @@ def prepare(dataset: str, paths, options: DataOptions, out: str, preset: str | N
     for p in paths:
         if not os.path.isfile(p):
             raise DataFormatError(f"{p}: no such file")
-    prog = Progress("hashing", total_bytes, stream=stream, enabled=progress)
+    prog = Progress("pass 0 sha256", total_bytes, stream=stream, enabled=progress, unit="bytes")
     sources, base = [], 0
     for p in paths:
         fp = fingerprint(p, has_header=schema.header is not None,

@@ -191,7 +191,7 @@ class RawReader:
         got = line.rstrip(b"\r").decode("utf-8", errors="backslashreplace")
         if got != self.schema.header:
             raise DataFormatError(
-                f"{path}:1: not a {self.schema.name} file: expected the header "
+                f"{path}:1: not a {self.schema.name} file (wrong header): expected "
                 f"{self.schema.header[:60]!r}..., got {got[:60]!r}")
         return rest
 
