@@ -174,6 +174,20 @@ def test_lazy_and_dense_adam_by_hand_differ_exactly_where_they_should():
     close(out["dense", "m"][0], [0.5, -0.5])                       # dense: m decayed
 
 
+@pytest.mark.parametrize("mode", ["lazy", "dense"])
+def test_adam_bias_correction_uses_the_global_step(mode):
+    """A row first in a batch at t = 1000 takes ~2.5 lr, not the lr of a per-row count."""
+    w = Parameter(np.zeros((2, 1)))
+    opt = Adam([w], lr=0.01, sparse_update=mode)
+    opt.load_state_dict({**opt.state_dict(), "step": 999})
+    w.grad = sparse([1], [[0.5]], (2, 1))
+    opt.step()                                                      # t = 1000
+    # m = 0.1 * 0.5, v = 0.001 * 0.25; m^ = m / (1 - 0.9^1000), v^ = v / (1 - 0.999^1000)
+    step = 0.01 * (0.05 / (1 - 0.9 ** 1000)) / (math.sqrt(0.00025 / (1 - 0.999 ** 1000)) + EPS)
+    close(w.data, [[0.0], [-step]])
+    assert 2.5 < step / 0.01 < 2.52        # = 0.1 / sqrt(0.001 / (1 - e^-1)), about 2.51
+
+
 def test_lazy_adam_l2_decays_only_touched_rows_dense_decays_all():
     w0 = np.array([[1.0, -1.0], [2.0, 0.5]])
     g = sparse([0], [[0.3, 0.3]], (2, 2))

@@ -28,15 +28,21 @@ where sqrt(v^) is comparable to eps.
 Decision (embedding rows): with a :class:`~adaref.tensor.RowSparseGrad` the default is
 the **lazy** (sparse) update, as TensorFlow Addons' ``LazyAdam``: only the batch's rows
 of m, v and w change; the others are bit-identical, their moments frozen until the row
-is next seen. The bias correction still uses the *global* step t, not the number of
-times the row was seen. Consequences: (1) a row first seen at a large t gets
-m^ = (1 - beta1) g / (1 - beta1^t) ~ 0.1 g and v^ ~ 0.001 g^2, i.e. a first step of
-about lr * (1 - beta1) / sqrt(1 - beta2) = 3.16 lr (defaults) instead of dense Adam's lr;
-(2) momentum does not carry a rare row past its last batch, and L2 decays a row only
-when it is in the batch. ``sparse_update="dense"`` densifies the gradient instead: every
-row's moments decay every step and rows keep moving on momentum (and decay) after their
-last touch, exactly Algorithm 1 on the dense gradient, at the cost of touching the
-whole table.
+is next in a batch. ``sparse_update="dense"`` densifies the gradient instead: exactly
+Algorithm 1 on the dense gradient (zero rows and all), at the cost of touching the
+whole table every step. Consequences of lazy:
+
+1. A row absent for k steps keeps its m and v; densely they would have decayed by
+   beta1^k and beta2^k. When the row returns, its old gradients weigh in fully.
+2. Momentum does not move a row after its last batch, and L2 decays a row only while
+   it is in the batch (densely, every row moves and decays every step).
+3. The bias correction uses the optimiser's *global* step t (as TensorFlow does; both
+   modes), not the number n_r of batches that held the row. A row's moments are then
+   under-corrected by (1 - beta^{n_r}) / (1 - beta^t): a row first seen at a large t
+   gets m^ ~ (1 - beta1) g and v^ ~ (1 - beta2) g^2, a first step of about
+   lr (1 - beta1) / sqrt(1 - beta2) = 3.16 lr with the defaults, where a per-row count
+   would give lr. (Dense Adam gives the same for a row whose gradient was zero until
+   then; the steps approach lr as the row is seen more often.)
 
 >>> import numpy as np
 >>> from adaref.nn import Parameter

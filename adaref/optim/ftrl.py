@@ -74,7 +74,12 @@ Both agree when w_0 = 0. ``"from_weights"`` is the default because adaref trains
 truncated-normal embedding init (sigma = 1/sqrt(D)) and should not let the size of a
 row's first gradient decide whether that init survives. z is set from the weights the
 parameter holds when the optimiser is built: build it after initialising or loading
-the weights (a checkpoint restores z itself). A third rule, z chosen so that the
+the weights (a checkpoint restores z itself). With the authors' hyper-parameters (beta/alpha = 0.005 against
+lam = 1e-3 * sqrt(16) = 0.004) the group lasso is as strong as the initial proximal
+term, so under either rule a row whose first gradient is tiny (|g| ~ 1e-5 per
+coordinate, for an init of norm ~0.9) is pruned to zero in its first batch; the rules
+differ for moderate gradients (|g| ~ 1e-4: about half of the init's norm kept under
+``"from_weights"``, a sixth under ``"zero"``). A third rule, z chosen so that the
 *regularised* closed form returns w_0, was rejected: it needs
 z_0 = -(a_0 w_0 + l1 sign(w_0)), an offset that never decays and cancels the l1/l2
 pull at w_0 forever, so the (group) lasso could never prune an uninformative row.
