@@ -102,8 +102,10 @@ def _decode_hex8(chars, lengths):
     nib = _HEX[chars[:, :8]]
     good = (lengths == 8) & (nib != 255).all(axis=1)
     bad = ~missing & ~good
-    shifts = np.arange(28, -1, -4, dtype=np.int64)
-    values = np.where(good, (nib.astype(np.int64) << shifts).sum(axis=1), 0) if b else np.zeros(0, np.int64)
+    values = np.zeros(b, dtype=np.uint32)
+    for k in range(8):  # Horner over the 8 hex digits, vectorised over rows
+        values = (values << np.uint32(4)) | nib[:, k]
+    values = np.where(good, values, 0)
     return Decoded(values.astype(np.int64), missing, bad)
 
 

@@ -28,6 +28,8 @@ from .codecs import matrix_from_values
 
 __all__ = ["FieldSplit", "split_delimited", "split_quoted", "line_starts"]
 
+_PAD = 128  # zero bytes after the buffer, more than any column width read (cap + 1)
+
 
 @dataclass
 class FieldSplit:
@@ -52,9 +54,9 @@ class FieldSplit:
         if width == 0:
             return np.zeros((len(s), 0), dtype=np.uint8), lengths
         offs = np.arange(width)
-        idx = np.minimum(s[:, None] + offs, len(self.arr) - 1)
-        chars = self.arr[idx]
-        chars[offs >= lengths[:, None]] = 0
+        windows = np.lib.stride_tricks.sliding_window_view(self.arr, width)  # (nbytes, W), no copy
+        chars = windows[s]                                 # arr is zero-padded: no window runs past it
+        chars *= offs < lengths[:, None]                   # zero the bytes past each value
         return chars, lengths
 
 
@@ -71,7 +73,9 @@ def line_starts(buf: bytes) -> np.ndarray:
 
 def split_delimited(buf: bytes, delimiter: bytes, ncols: int) -> FieldSplit:
     """Offsets of the fields of every line of ``buf`` (see the module docstring)."""
-    arr = np.frombuffer(buf, dtype=np.uint8)
+    if len(buf) >= (1 << 31) - _PAD:
+        raise ValueError("split_delimited: buffer too large (2 GiB); use a smaller chunk_bytes")
+    arr = np.frombuffer(buf + bytes(_PAD), dtype=np.uint8)    # zero padding for FieldSplit.column
     is_nl = arr == 10
     pos = np.flatnonzero(is_nl | (arr == delimiter[0]))       # every field end
     nl_at = is_nl[pos]
