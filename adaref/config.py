@@ -74,7 +74,7 @@ class Config:
             if isinstance(hint, type) and issubclass(hint, Config):
                 value = hint.from_dict(value) if isinstance(value, dict) else value
             if typing.get_origin(hint) is tuple and isinstance(value, list):
-                value = tuple(value)
+                value = _tuplify(value)          # JSON has lists where the config has tuples
             if not _type_ok(value, hint):
                 raise ConfigError(f"{cls.__name__}: key {key!r} expects {_show(hint)}, got {value!r}")
             values[key] = float(value) if hint is float else value
@@ -86,6 +86,10 @@ class Config:
     def replace(self, **changes: Any) -> "Config":
         """A copy with some fields changed, checked like :meth:`from_dict`."""
         return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def _tuplify(value: Any) -> Any:
+    return tuple(_tuplify(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _show(hint: Any) -> str:

@@ -1,0 +1,2 @@
+"""The AdaEnsemble model, split by role: gate, schedule, dispatcher, regularisers,
+SparseMoE layer, estimator, controller, and the model that stacks them."""

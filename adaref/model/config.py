@@ -1,0 +1,170 @@
+"""Configuration of the AdaEnsemble model: one frozen dataclass per component.
+
+Every choice that the paper leaves open (``paper-decisions.md`` rows 9-19) is a named
+field here, documented next to the equation it belongs to; the ``paper`` and
+``upstream`` presets (:func:`model_config`) are two settings of these fields.
+``Config.from_dict`` rejects unknown keys and wrong types, naming them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from adaref.config import Config, ConfigError
+
+EXPERT_NAMES = ("dense", "conv", "mhsa", "pin", "cross")
+
+
+@dataclass(frozen=True)
+class GateConfig(Config):
+    """The noisy cosine gating network (§3.3.1, eqs. 7-11); also the depth gate (§3.5.1)."""
+
+    hidden: int = 16                      # d: size of h and of the expert embeddings e_j (eq. 7-8)
+    reduction: int = 16                   # r: first FFN layer maps F*D -> F*D // r (eq. 7, SE-style)
+    activation: str = "relu"              # the FFN's nonlinearity between its two layers (eq. 7)
+    jitter: float = 0.01                  # eps of eq. 7's RandomUniform(1-eps, 1+eps); training only (row 10)
+    input: Literal["x0", "prev"] = "x0"   # gate input: X_0 as eq. 7 writes it, or X_{l-1} (row 9)
+    stop_gradient: bool = False           # block the gate's gradient into its input (upstream: True, row 9)
+    temperature: Literal["log", "raw"] = "log"  # learn log tau (tau > 0 always) or raw tau (row 11)
+    tau_init: float = 1.0                 # initial tau of eq. 9
+    combine: Literal["gates", "switch", "unweighted"] = "gates"
+    # ^ combine weights of eq. 12 (row 13): eq. 10's renormalised top-k softmax ("gates"),
+    #   the full-softmax probability of each selected expert ("switch", Switch Transformer),
+    #   or 1 for each selected expert ("unweighted": the authors' code; no task gradient)
+
+    def __post_init__(self):
+        if self.hidden < 1 or self.reduction < 1:
+            raise ConfigError(f"GateConfig: hidden and reduction must be >= 1, got {self.hidden}, {self.reduction}")
+        if not 0 <= self.jitter < 1:
+            raise ConfigError(f"GateConfig: jitter must be in [0, 1), got {self.jitter}")
+        if self.tau_init <= 0:
+            raise ConfigError(f"GateConfig: tau_init must be > 0, got {self.tau_init}")
+        for key, allowed in (("input", ("x0", "prev")), ("temperature", ("log", "raw")),
+                             ("combine", ("gates", "switch", "unweighted"))):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"GateConfig: {key} must be one of {allowed}, got {getattr(self, key)!r}")
+
+
+@dataclass(frozen=True)
+class KScheduleConfig(Config):
+    """Annealed top-k (§3.3.2, row 14).
+
+    ``linear``: k goes from N (dense) down to ``k`` over ``steps`` training steps.
+    ``constant``: k from the start (the authors' exp1.py: k = 3, no annealing).
+    ``piecewise``: ``boundaries`` [(step, k), ...]: from each step on, that k.
+    """
+
+    kind: Literal["linear", "constant", "piecewise"] = "linear"
+    k: int = 3                            # the final k (k_final)
+    steps: int = 1000                     # linear: steps to go from N to k
+    boundaries: tuple[tuple[int, int], ...] = ()   # piecewise: ((step, k), ...), steps ascending
+
+    def __post_init__(self):
+        if self.kind not in ("linear", "constant", "piecewise"):
+            raise ConfigError(f"KScheduleConfig: kind must be linear, constant or piecewise, got {self.kind!r}")
+        if self.k < 1 or self.steps < 0:
+            raise ConfigError(f"KScheduleConfig: k must be >= 1 and steps >= 0, got k={self.k}, steps={self.steps}")
+        if self.kind == "piecewise":
+            steps = [s for s, _ in self.boundaries]
+            if not self.boundaries or steps != sorted(steps) or steps[0] != 0:
+                raise ConfigError("KScheduleConfig: piecewise boundaries must be ((0, k0), (s1, k1), ...) "
+                                  f"with ascending steps, got {self.boundaries}")
+
+
+@dataclass(frozen=True)
+class MoEConfig(Config):
+    """One SparseMoE layer (§3.3): experts, top-k, residual/normalisation, load regularisers."""
+
+    experts: tuple[str, ...] = EXPERT_NAMES          # the N experts, in this (index) order
+    schedule: KScheduleConfig = field(default_factory=KScheduleConfig)
+    norm: Literal["layernorm", "none"] = "layernorm"
+    # ^ row 15: X_l = LayerNorm(X_{l-1} + y) over D per field ("layernorm"), or X_{l-1} + y ("none")
+    load_fraction: Literal["argmax", "topk"] = "argmax"
+    # ^ f_j of eq. 14 (row 16): fraction whose argmax p(x) is j, or fraction with j in the top-k set
+    expert_prior: tuple[float, ...] = ()
+    # ^ w_j of eq. 16 (row 16), one per expert, summing to 1; () means uniform 1/N (eq. 16 = eq. 13)
+    z_loss: bool = False                  # add the router z-loss mean(logsumexp(g)^2) (authors' code)
+
+    def __post_init__(self):
+        unknown = [e for e in self.experts if e not in EXPERT_NAMES]
+        if not self.experts or unknown or len(set(self.experts)) != len(self.experts):
+            raise ConfigError(f"MoEConfig: experts must be distinct names from {EXPERT_NAMES}, got {self.experts}")
+        if self.schedule.k > len(self.experts):
+            raise ConfigError(f"MoEConfig: k = {self.schedule.k} exceeds the {len(self.experts)} experts")
+        if self.norm not in ("layernorm", "none") or self.load_fraction not in ("argmax", "topk"):
+            raise ConfigError(f"MoEConfig: norm {self.norm!r} / load_fraction {self.load_fraction!r} not known")
+        _check_prior("MoEConfig: expert_prior", self.expert_prior, len(self.experts))
+
+
+@dataclass(frozen=True)
+class ControllerConfig(Config):
+    """The depth-selecting controller (§3.5)."""
+
+    enabled: bool = True                  # False: full depth, predict from the last layer (Table 3 "w/o")
+    gate: GateConfig = field(default_factory=GateConfig)  # the depth gate has the gate's form (§3.5.1)
+    train_form: Literal["soft", "straight_through", "hard"] = "soft"
+    # ^ row 18: training prediction sum_l p_l y_l ("soft"), hard exit forward with the soft
+    #   gradient ("straight_through"), or the hard unweighted exit ("hard", authors' code).
+    #   Evaluation always uses the hard exit of Algorithm 1.
+    depth_prior: tuple[float, ...] = ()   # expected exit fractions per depth (eq. 16 form); () uniform
+
+    def __post_init__(self):
+        if self.train_form not in ("soft", "straight_through", "hard"):
+            raise ConfigError(f"ControllerConfig: train_form must be soft, straight_through or hard, "
+                              f"got {self.train_form!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig(Config):
+    """The AdaEnsemble model: embedding -> L SparseMoE layers -> estimators (+ controller)."""
+
+    dim: int = 16                         # D, embedding size (§4.1.4)
+    num_layers: int = 4                   # L
+    embedding_oov: Literal["learned", "zero"] = "learned"   # row 3: OOV row learned or zero
+    gate: GateConfig = field(default_factory=GateConfig)    # every layer's expert gate (own weights)
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    expert_options: dict = field(default_factory=dict)      # expert name -> its config overrides
+
+    def __post_init__(self):
+        if self.dim < 1 or self.num_layers < 1:
+            raise ConfigError(f"ModelConfig: dim and num_layers must be >= 1, got {self.dim}, {self.num_layers}")
+        if self.controller.depth_prior:
+            _check_prior("ControllerConfig: depth_prior", self.controller.depth_prior, self.num_layers)
+        unknown = [e for e in self.expert_options if e not in self.moe.experts]
+        if unknown:
+            raise ConfigError(f"ModelConfig: expert_options for experts not in the model: {unknown}")
+
+
+def _check_prior(name: str, prior: tuple[float, ...], n: int) -> None:
+    if not prior:
+        return
+    if len(prior) != n or min(prior) <= 0 or abs(sum(prior) - 1) > 1e-6:
+        raise ConfigError(f"{name} must have {n} positive entries summing to 1, got {prior}")
+
+
+def model_config(preset: str = "paper", **changes) -> ModelConfig:
+    """The ``paper`` or ``upstream`` preset, with optional top-level field changes.
+
+    ``paper``: the paper's text with the suggested defaults (paper-decisions.md).
+    ``upstream``: what the authors' TensorFlow code computes (column 4 there).
+
+    >>> model_config("upstream").gate.combine
+    'unweighted'
+    """
+    if preset == "paper":
+        cfg = ModelConfig()
+    elif preset == "upstream":
+        gate = GateConfig(jitter=0.5, stop_gradient=True, temperature="raw", combine="unweighted")
+        cfg = ModelConfig(
+            embedding_oov="zero",
+            gate=gate,
+            moe=MoEConfig(schedule=KScheduleConfig(kind="constant", k=3), norm="none",
+                          load_fraction="topk",
+                          # authors' prior in their expert order Dense, Cross, PIN, CNN, MHSA
+                          expert_prior=(0.2, 0.1, 0.1, 0.4, 0.2), z_loss=True),
+            controller=ControllerConfig(gate=gate, train_form="hard", depth_prior=(0.1, 0.2, 0.6, 0.1)),
+        )
+    else:
+        raise ConfigError(f"unknown preset {preset!r}; choose 'paper' or 'upstream'")
+    return cfg.replace(**changes) if changes else cfg

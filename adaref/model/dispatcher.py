@@ -1,0 +1,133 @@
+"""The sparse dispatcher (§3.3.3, eq. 12).
+
+    y = sum_{j in phi(x)} w_j(x) E_j(x)                                  (12)
+
+Examples are gathered per expert (:func:`dispatch`), each expert runs **only** on the
+examples routed to it, and the outputs are scattered back and summed with per-example
+weights (:func:`combine`). An expert that receives no example is not run. The work
+done is proportional to the number of (example, expert) pairs, B*k, not B*N.
+
+The weights w (B, N) are zero off each example's selected set; which values they take
+on it (eq. 10's gates, Switch-style full-softmax probabilities, or 1) is the gate's
+``combine`` option (paper-decisions row 13, :mod:`adaref.model.gate`).
+
+Both steps are :class:`~adaref.tensor.Function` s whose forward and backward passes are
+the row kernels of :mod:`adaref.kernels.dispatch` (Numba, with NumPy twins).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from adaref import kernels
+from adaref.tensor import Function, ShapeError, Tensor
+
+
+def _rows2d(a: np.ndarray) -> np.ndarray:
+    """(B, F, D) -> contiguous (B, F*D)."""
+    return np.ascontiguousarray(a.reshape(a.shape[0], -1))
+
+
+class DispatchRows(Function):
+    """y = x[rows]: x (B, F, D), rows (n,) unique int64 -> y (n, F, D).
+
+    VJP: gx = zeros (B, F, D) with gx[rows] = g (kernel ``scatter_add_rows``).
+    """
+
+    name = "dispatch"
+
+    def forward(self, x, rows=None):
+        self.shape, self.rows = x.shape, rows
+        out = np.empty((len(rows), int(np.prod(x.shape[1:]))), dtype=x.dtype)   # (n, F*D)
+        kernels.gather_rows(out, _rows2d(x), rows)
+        return out.reshape((len(rows),) + x.shape[1:])
+
+    def backward(self, g):
+        gx = np.zeros((self.shape[0], g[0].size), dtype=g.dtype)                 # (B, F*D)
+        kernels.scatter_add_rows(gx, self.rows, _rows2d(g))
+        return (gx.reshape(self.shape),)
+
+
+class Combine(Function):
+    """y[b] = sum_j [b in rows_j] w[b, j] * y_j[position of b in rows_j].
+
+    Inputs: w (B, N) and the outputs y_j (n_j, F, D) of the experts that ran, listed in
+    ``experts`` (their indices j) with their ``rows`` (n_j,). Output (B, F, D).
+    VJP: g_{y_j} = w[rows_j, j] * g[rows_j]; g_w[rows_j, j] = <g[rows_j], y_j> over F*D.
+    """
+
+    name = "combine"
+
+    def forward(self, w, *ys, rows=(), experts=(), shape=()):
+        self.w, self.ys, self.rows, self.experts, self.shape = w, ys, rows, experts, shape
+        out = np.zeros((shape[0], int(np.prod(shape[1:]))), dtype=w.dtype)      # (B, F*D)
+        for y, r, j in zip(ys, rows, experts):
+            kernels.scatter_add_scaled(out, r, np.ascontiguousarray(w[r, j]), _rows2d(y))
+        return out.reshape(shape)
+
+    def backward(self, g):
+        g2 = _rows2d(g)                                                          # (B, F*D)
+        gw = np.zeros_like(self.w) if self.needs_grad[0] else None               # (B, N)
+        gys = []
+        for y, r, j in zip(self.ys, self.rows, self.experts):
+            scale = np.ascontiguousarray(self.w[r, j])                           # (n_j,)
+            gy = np.empty((len(r), g2.shape[1]), dtype=g.dtype)                  # (n_j, F*D)
+            kernels.gather_rows_scaled(gy, g2, r, scale)
+            gys.append(gy.reshape(y.shape))
+            if gw is not None:
+                dots = np.empty(len(r), dtype=g.dtype)                           # (n_j,)
+                kernels.rowwise_dot(dots, g2, r, _rows2d(y))
+                gw[r, j] = dots
+        return (gw, *gys)
+
+
+def dispatch(x: Tensor, rows: np.ndarray) -> Tensor:
+    """The examples ``rows`` of x (B, F, D): (n, F, D)."""
+    return DispatchRows.apply(x, rows=np.asarray(rows, dtype=np.int64))
+
+
+def combine(weights: Tensor, outputs: Sequence[Tensor], rows: Sequence[np.ndarray],
+            experts: Sequence[int], shape: tuple[int, ...]) -> Tensor:
+    """Scatter the experts' outputs back to their examples, weighted (see :class:`Combine`)."""
+    return Combine.apply(weights, *outputs, rows=tuple(rows), experts=tuple(experts),
+                         shape=tuple(shape))
+
+
+def sparse_moe(x: Tensor, x0: Tensor, mask: np.ndarray, weights: Tensor,
+               experts: Sequence) -> tuple[Tensor, list[np.ndarray]]:
+    """Eq. 12: run each expert on its routed examples only and combine.
+
+    Args:
+        x: X_{l-1} (B, F, D); x0: X_0 (B, F, D).
+        mask: (B, N) bool, True where expert j is selected for example b.
+        weights: (B, N) combine weights, zero where ``mask`` is False.
+        experts: N expert modules, ``expert(x_j, x0_j) -> (n_j, F, D)``.
+
+    Returns the combined output (B, F, D) and the row indices routed to each expert.
+
+    >>> import numpy as np
+    >>> from adaref import Tensor
+    >>> double = lambda x, x0: x * 2.0
+    >>> x = Tensor(np.ones((3, 2, 2)))
+    >>> mask = np.array([[True, False], [False, True], [True, True]])
+    >>> y, rows = sparse_moe(x, x, mask, Tensor(mask * 0.5), [double, lambda x, x0: x])
+    >>> y.data[:, 0, 0].tolist(), [r.tolist() for r in rows]
+    ([1.0, 0.5, 1.5], [[0, 2], [1, 2]])
+    """
+    if mask.shape != (x.shape[0], len(experts)) or weights.shape != mask.shape:
+        raise ShapeError(f"sparse_moe: mask {mask.shape} and weights {weights.shape} must be "
+                         f"(B, N) = ({x.shape[0]}, {len(experts)})")
+    rows = [np.flatnonzero(mask[:, j]) for j in range(len(experts))]
+    outputs, ran, ran_rows = [], [], []
+    for j, (expert, r) in enumerate(zip(experts, rows)):
+        if r.size == 0:
+            continue                                  # no example routed here: not run
+        y = expert(dispatch(x, r), dispatch(x0, r))   # (n_j, F, D)
+        if y.shape != (len(r),) + x.shape[1:]:
+            raise ShapeError(f"sparse_moe: expert {j} returned shape {y.shape}, expected "
+                             f"{(len(r),) + x.shape[1:]}")
+        outputs.append(y)
+        ran.append(j)
+        ran_rows.append(r)
+    return combine(weights, outputs, ran_rows, ran, x.shape), rows

@@ -1,0 +1,151 @@
+"""The noisy cosine top-k gating network (§3.3.1, eqs. 7-11).
+
+    h = FFN(X_0 o RandomUniform(1 - eps, 1 + eps))                         (7)
+    s_j = h . e_j / (||h|| ||e_j||)                                         (8)
+    g_j = s_j / tau                                                         (9)
+    G(x)_i = exp(TopK(g, k)_i) / sum_j exp(TopK(g, k)_j)                   (10)
+    TopK(g, k)_j = g_j if g_j is among the k largest, else -inf            (11)
+
+The same module, with L "experts" standing for depths, is the depth-selecting network
+of the controller (§3.5.1).
+
+Shapes: input X (B, F, D) flattened to (B, F*D); h (B, d); expert embeddings
+``embeddings`` (N, d); scores g (B, N).
+
+Decisions (each a :class:`~adaref.model.config.GateConfig` field):
+
+* ``input`` / ``stop_gradient`` (row 9): which feature map feeds the gate and whether
+  its gradient reaches the embeddings; the layer passes the chosen map in.
+* ``jitter`` (row 10): multiplicative uniform noise only in training mode, drawn from
+  the ``rng`` passed to ``forward``; off in evaluation and in every gradient check.
+* ``reduction``, ``hidden``, ``activation``: FFN = Linear(F*D -> F*D // r), activation,
+  Linear(-> d), both with bias (the SE-style reduction the paper cites [10]).
+* L2 normalisation: v / sqrt(||v||^2 + 1e-12) (smooth at 0; 1e-12 as TF's l2_normalize).
+* ``temperature`` (row 11): ``log`` learns log tau, so tau = exp(log tau) > 0;
+  ``raw`` learns tau itself (the authors' code), unconstrained.
+* TopK ties (row 12): the lowest expert index wins (:func:`adaref.ops.topk_mask`).
+* ``combine`` (row 13): the weights used by the dispatcher (see :class:`GateOutput`).
+  With ``gates`` and k = 1 every weight is exactly 1 and the gate gets no task
+  gradient; a warning says so.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from adaref import ops
+from adaref.model.config import GateConfig
+from adaref.nn import Linear, Module, Parameter, activation
+from adaref.nn.init import glorot_uniform
+from adaref.tensor import ShapeError, Tensor
+
+L2_EPS = 1e-12
+
+
+@dataclass
+class GateOutput:
+    """What a gate returns for a batch of B examples over N choices.
+
+    Attributes:
+        logits: g (B, N), eq. 9.
+        probs: p(x) = softmax(g) over all N (B, N), kept for the load regularisers.
+        mask: (B, N) bool, the top-k set of eq. 11.
+        gates: eq. 10, softmax over the kept scores (B, N), zero off the mask.
+        weights: the dispatcher's combine weights (B, N), zero off the mask: ``gates``,
+            ``probs * mask`` (switch) or ``mask`` as a constant (unweighted).
+    """
+
+    logits: Tensor
+    probs: Tensor
+    mask: np.ndarray
+    gates: Tensor
+    weights: Tensor
+
+
+def l2_normalize(x: Tensor, axis: int = -1) -> Tensor:
+    """x / sqrt(sum x^2 + 1e-12) along ``axis``."""
+    return x / ops.sqrt(ops.sum(x * x, axis=axis, keepdims=True) + L2_EPS)
+
+
+class NoisyCosineGate(Module):
+    """Eqs. 7-11 for one SparseMoE layer (or the depth controller).
+
+    Args:
+        config: the gate's options.
+        in_features: F*D, the size of the flattened input feature map.
+        num_choices: N experts (or L depths).
+        rng: initialises the FFN (Glorot uniform) and the choice embeddings
+            (Glorot uniform, (N, d)).
+
+    Parameters: ``reduce.weight`` (F*D, F*D // r), ``reduce.bias``, ``project.weight``
+    (F*D // r, d), ``project.bias`` (d,), ``embeddings`` (N, d), and ``log_tau`` (1,) or
+    ``tau`` (1,).
+
+    >>> import numpy as np
+    >>> gate = NoisyCosineGate(GateConfig(hidden=4, reduction=2), 8, 3, rng=np.random.default_rng(0))
+    >>> x = Tensor(np.random.default_rng(1).normal(size=(5, 2, 4)))
+    >>> out = gate(x, k=2, rng=np.random.default_rng(2))     # training mode: jitter drawn from rng
+    >>> out.mask.sum(axis=1).tolist(), np.allclose(out.gates.data.sum(axis=1), 1)
+    ([2, 2, 2, 2, 2], True)
+    """
+
+    def __init__(self, config: GateConfig, in_features: int, num_choices: int, *,
+                 rng: np.random.Generator, dtype=np.float64):
+        super().__init__()
+        self.config, self.in_features, self.num_choices = config, in_features, num_choices
+        reduced = max(1, in_features // config.reduction)
+        self.reduce = Linear(in_features, reduced, rng=rng, dtype=dtype)
+        self.project = Linear(reduced, config.hidden, rng=rng, dtype=dtype)
+        self.embeddings = Parameter(glorot_uniform(rng, config.hidden, num_choices,
+                                                   (num_choices, config.hidden), dtype))
+        if config.temperature == "log":
+            self.log_tau = Parameter(np.full(1, np.log(config.tau_init), dtype=dtype))
+        else:
+            self.tau = Parameter(np.full(1, config.tau_init, dtype=dtype))
+        self._act = activation(config.activation)
+
+    def temperature(self) -> Tensor:
+        """tau (1,): exp(log tau) or the raw parameter."""
+        return ops.exp(self.log_tau) if self.config.temperature == "log" else self.tau
+
+    def logits(self, x: Tensor, rng: np.random.Generator | None = None) -> Tensor:
+        """g (B, N) of eqs. 7-9 for the gate input x (B, F, D)."""
+        cfg = self.config
+        if x.ndim != 3 or x.shape[1] * x.shape[2] != self.in_features:
+            raise ShapeError(f"NoisyCosineGate: input must be (B, F, D) with F*D = "
+                             f"{self.in_features}, got {x.shape}")
+        if cfg.stop_gradient:
+            x = x.detach()
+        flat = x.reshape(x.shape[0], self.in_features)                   # (B, F*D)
+        if self.training and cfg.jitter > 0:
+            if rng is None:
+                raise ValueError("NoisyCosineGate: jitter is on in training mode; pass rng=, "
+                                 "call model.eval(), or set gate jitter to 0")
+            noise = rng.uniform(1 - cfg.jitter, 1 + cfg.jitter, size=flat.shape)
+            flat = flat * noise.astype(flat.dtype)                       # eq. 7 jitter
+        h = self.project(self._act(self.reduce(flat)))                   # (B, d)
+        s = l2_normalize(h) @ l2_normalize(self.embeddings).T            # (B, N), eq. 8
+        return s / self.temperature()                                    # (B, N), eq. 9
+
+    def forward(self, x: Tensor, k: int, rng: np.random.Generator | None = None) -> GateOutput:
+        """Route each example of x (B, F, D) to its top-k choices."""
+        if not 1 <= k <= self.num_choices:
+            raise ValueError(f"NoisyCosineGate: k = {k} must be in [1, {self.num_choices}]")
+        g = self.logits(x, rng)                                          # (B, N)
+        mask = ops.topk_mask(g, k)                                       # (B, N), eq. 11
+        probs = ops.softmax(g, axis=-1)                                  # (B, N), p(x)
+        gates = ops.softmax(ops.where(mask, g, -np.inf), axis=-1)        # (B, N), eq. 10
+        combine = self.config.combine
+        if combine == "gates":
+            if k == 1 and self.training and any(p.requires_grad for p in self.parameters()):
+                warnings.warn("gate combine='gates' with k = 1: every weight is exactly 1, so the "
+                              "gate gets no gradient from the task loss (only from the "
+                              "regularisers); consider combine='switch'", stacklevel=2)
+            weights = gates
+        elif combine == "switch":
+            weights = probs * mask.astype(g.dtype)
+        else:                                                            # "unweighted"
+            weights = Tensor(mask.astype(g.dtype))
+        return GateOutput(g, probs, mask, gates, weights)

@@ -1,0 +1,237 @@
+"""Gate (eqs. 7-11), k schedule, sparse dispatcher (eq. 12) and load regularisers (13-16)."""
+import hypothesis.extra.numpy as hnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import adaref
+from adaref import Tensor, kernels, ops
+from adaref.model.config import GateConfig, KScheduleConfig
+from adaref.model.dispatcher import sparse_moe
+from adaref.model.gate import NoisyCosineGate
+from adaref.model.regularizers import balance_loss, distribution_loss, load_fractions, z_loss
+from adaref.model.schedule import KSchedule
+from adaref.nn import Linear, Module
+
+
+class ToyExpert(Module):
+    """A small stand-in expert: y = tanh(x W) * x0 over the last axis."""
+
+    def __init__(self, d, rng):
+        super().__init__()
+        self.lin = Linear(d, d, rng=rng)
+
+    def forward(self, x, x0):
+        return ops.tanh(self.lin(x)) * x0
+
+
+def _setup(seed, b, f, d, n):
+    rng = np.random.default_rng(seed)
+    experts = [ToyExpert(d, rng) for _ in range(n)]
+    x, x0 = rng.normal(size=(b, f, d)), rng.normal(size=(b, f, d))
+    return rng, experts, x, x0
+
+
+@given(seed=st.integers(0, 10**6), b=st.integers(1, 9), n=st.integers(1, 5), data=st.data())
+def test_sparse_dispatch_equals_dense_computation(seed, b, n, data):
+    """Eq. 12 computed sparsely equals every expert on every example times weights that
+    are zero off the top-k, to float64 rounding, on both kernel backends."""
+    rng, experts, x, x0 = _setup(seed, b, 3, 2, n)
+    k = data.draw(st.integers(1, n))
+    scores = rng.normal(size=(b, n))
+    mask = ops.topk_mask(scores, k)
+    weights = np.where(mask, rng.uniform(0.1, 1.0, size=(b, n)), 0.0)
+    dense = sum(weights[:, j, None, None] * experts[j](Tensor(x), Tensor(x0)).data for j in range(n))
+    for backend in kernels.BACKENDS:
+        with kernels.use_backend(backend):
+            y, rows = sparse_moe(Tensor(x), Tensor(x0), mask, Tensor(weights), experts)
+        np.testing.assert_allclose(y.data, dense, rtol=1e-13, atol=1e-14)
+        assert [r.tolist() for r in rows] == [np.flatnonzero(mask[:, j]).tolist() for j in range(n)]
+
+
+def test_each_expert_sees_only_its_rows_and_unused_experts_do_not_run():
+    rng, experts, x, x0 = _setup(0, 6, 2, 3, 3)
+    seen = []
+
+    class Spy(Module):
+        def forward(self, x, x0):
+            seen.append(x.shape[0])
+            return x * 1.0
+
+    mask = np.zeros((6, 3), bool)
+    mask[[0, 2, 5], 0] = True
+    mask[[1], 1] = True
+    y, _ = sparse_moe(Tensor(x), Tensor(x0), mask, Tensor(mask.astype(float)), [Spy(), Spy(), Spy()])
+    assert seen == [3, 1]                      # expert 2 received nothing and was not run
+    np.testing.assert_array_equal(y.data[[3, 4]], 0.0)
+
+
+@given(seed=st.integers(0, 10**6), backend=st.sampled_from(kernels.BACKENDS))
+def test_dispatcher_gradients(seed, backend):
+    rng, experts, x, x0 = _setup(seed, 5, 2, 2, 3)
+    mask = ops.topk_mask(rng.normal(size=(5, 3)), 2)
+    w0 = np.where(mask, rng.uniform(0.2, 1.0, size=(5, 3)), 0.0)
+
+    class Holder(Module):
+        def __init__(self):
+            super().__init__()
+            from adaref.nn import ModuleList
+            self.experts = ModuleList(experts)
+
+    with kernels.use_backend(backend):
+        adaref.gradcheck(lambda x, x0, w: sparse_moe(x, x0, mask, w * Tensor(mask.astype(float)),
+                                                       experts)[0], x, x0, w0)
+        adaref.gradcheck_module(lambda: sparse_moe(Tensor(x), Tensor(x0), mask, Tensor(w0), experts)[0],
+                                Holder())
+
+
+def test_numba_and_numpy_dispatch_agree():
+    rng, experts, x, x0 = _setup(3, 64, 4, 3, 5)
+    mask = ops.topk_mask(rng.normal(size=(64, 5)), 3)
+    out = {}
+    for backend in kernels.BACKENDS:
+        with kernels.use_backend(backend):
+            w = Tensor(np.where(mask, 0.5, 0.0), requires_grad=True)
+            xt = Tensor(x, requires_grad=True)
+            y, _ = sparse_moe(xt, Tensor(x0), mask, w, experts)
+            y.backward(np.cos(np.arange(y.size)).reshape(y.shape))
+            out[backend] = (y.data, xt.grad, w.grad)
+    np.testing.assert_array_equal(out["numba"][0], out["numpy"][0])
+    np.testing.assert_array_equal(out["numba"][1], out["numpy"][1])
+    np.testing.assert_allclose(out["numba"][2], out["numpy"][2], rtol=1e-14, atol=1e-14)
+
+
+# --- gate -------------------------------------------------------------------------
+def _gate(combine="gates", temperature="log", **kw):
+    cfg = GateConfig(hidden=3, reduction=2, jitter=0.1, combine=combine, temperature=temperature, **kw)
+    return NoisyCosineGate(cfg, 6, 4, rng=np.random.default_rng(0))
+
+
+def test_gate_outputs_follow_eqs_8_to_11():
+    gate = _gate().eval()
+    x = Tensor(np.random.default_rng(1).normal(size=(7, 2, 3)))
+    out = gate(x, k=2)
+    g = out.logits.data
+    assert np.all(np.abs(g) <= 1 + 1e-12)                        # cosine / tau, tau = 1
+    np.testing.assert_array_equal(out.mask, ops.topk_mask(g, 2))
+    np.testing.assert_allclose(out.probs.data, np.exp(g) / np.exp(g).sum(1, keepdims=True))
+    kept = np.where(out.mask, np.exp(g), 0.0)
+    np.testing.assert_allclose(out.gates.data, kept / kept.sum(1, keepdims=True))
+    assert np.all(out.gates.data[~out.mask] == 0)
+    np.testing.assert_array_equal(out.weights.data, out.gates.data)
+
+
+def test_gate_combine_modes():
+    x = Tensor(np.random.default_rng(1).normal(size=(5, 2, 3)))
+    switch = _gate("switch").eval()(x, k=2)
+    np.testing.assert_allclose(switch.weights.data, switch.probs.data * switch.mask)
+    unweighted = _gate("unweighted").eval()(x, k=2)
+    np.testing.assert_array_equal(unweighted.weights.data, unweighted.mask.astype(float))
+    assert not unweighted.weights.requires_grad
+
+
+def test_gate_temperature_forms():
+    x = Tensor(np.random.default_rng(1).normal(size=(5, 2, 3)))
+    for form, name in (("log", "log_tau"), ("raw", "tau")):
+        gate = _gate(temperature=form, tau_init=0.5).eval()
+        assert [n for n, _ in gate.named_parameters()][-1] == name
+        np.testing.assert_allclose(gate.temperature().data, [0.5])
+        assert np.abs(gate(x, 1).logits.data).max() > 1.0           # scores / 0.5 exceed 1
+
+
+def test_gate_jitter_only_in_training_and_from_the_passed_rng():
+    gate = _gate()
+    x = Tensor(np.random.default_rng(1).normal(size=(5, 2, 3)))
+    a = gate.logits(x, rng=np.random.default_rng(7)).data
+    b = gate.logits(x, rng=np.random.default_rng(7)).data
+    c = gate.logits(x, rng=np.random.default_rng(8)).data
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="jitter is on in training mode"):
+        gate.logits(x)
+    gate.eval()
+    assert np.array_equal(gate.logits(x).data, gate.logits(x, rng=np.random.default_rng(7)).data)
+
+
+@pytest.mark.parametrize("combine", ["gates", "switch"])
+@pytest.mark.parametrize("temperature", ["log", "raw"])
+def test_gate_gradients_reach_every_parameter(combine, temperature):
+    gate = _gate(combine, temperature).eval()
+    x = np.random.default_rng(2).normal(size=(4, 2, 3))
+    u = np.random.default_rng(3).normal(size=(4, 4))
+    f = lambda x: (gate(x, k=2).weights * Tensor(u)).sum() + gate(x, 2).probs.max(axis=1).sum()  # noqa: E731
+    assert adaref.gradcheck_module(f, gate, x)
+    gate.zero_grad()
+    f(Tensor(x)).backward()
+    assert all(p.grad is not None and np.any(p.grad != 0) for p in gate.parameters())
+
+
+def test_unweighted_gate_and_stop_gradient_give_no_gradient():
+    gate = _gate("unweighted", stop_gradient=True).eval()
+    x = Tensor(np.random.default_rng(2).normal(size=(4, 2, 3)), requires_grad=True)
+    out = gate(x, k=2)
+    (out.weights * 3.0).sum()            # a constant: nothing to differentiate
+    assert not out.weights.requires_grad
+    out.probs.sum().backward()           # regulariser path still trains the gate ...
+    assert x.grad is None                # ... but never reaches the input (stop-gradient)
+    assert gate.embeddings.grad is not None
+
+
+def test_gate_warns_at_k1_with_renormalised_gates():
+    gate = _gate()
+    x = Tensor(np.random.default_rng(1).normal(size=(3, 2, 3)))
+    with pytest.warns(UserWarning, match="k = 1"):
+        out = gate(x, k=1, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(out.weights.data, out.mask.astype(float))
+
+
+def test_gate_rejects_bad_k_and_shapes():
+    gate = _gate().eval()
+    with pytest.raises(ValueError, match=r"k = 5 must be in \[1, 4\]"):
+        gate(Tensor(np.ones((2, 2, 3))), k=5)
+    with pytest.raises(adaref.ShapeError, match="F\\*D = 6"):
+        gate(Tensor(np.ones((2, 3, 3))), k=1)
+
+
+# --- schedule ---------------------------------------------------------------------------
+@given(n=st.integers(1, 8), data=st.data())
+def test_linear_schedule_goes_from_n_to_k_monotonically(n, data):
+    k = data.draw(st.integers(1, n))
+    steps = data.draw(st.integers(0, 50))
+    s = KSchedule(KScheduleConfig(kind="linear", k=k, steps=steps), n)
+    ks = [s(t) for t in range(steps + 3)]
+    assert ks[-1] == k and all(a >= b for a, b in zip(ks, ks[1:]))
+    assert ks[0] == (n if steps > 0 else k)
+
+
+def test_constant_and_piecewise_schedules():
+    assert KSchedule(KScheduleConfig(kind="constant", k=3), 5)(0) == 3
+    s = KSchedule(KScheduleConfig(kind="piecewise", k=2, boundaries=((0, 5), (10, 3), (20, 2))), 5)
+    assert [s(t) for t in (0, 9, 10, 19, 20, 1000)] == [5, 5, 3, 3, 2, 2]
+    with pytest.raises(ValueError, match="exceeds"):
+        KSchedule(KScheduleConfig(kind="constant", k=6), 5)
+
+
+# --- regularisers ---------------------------------------------------------------------------
+@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 8), st.integers(1, 6)),
+                  elements=st.floats(-3, 3)))
+def test_eq16_with_uniform_prior_equals_eq13(logits):
+    probs = ops.softmax(Tensor(logits), axis=1)
+    f = load_fractions(probs, ops.topk_mask(logits, 1))
+    n = logits.shape[1]
+    np.testing.assert_allclose(distribution_loss(probs, f, np.full(n, 1 / n)).data,
+                               balance_loss(probs, f).data, rtol=1e-12)
+    np.testing.assert_allclose(distribution_loss(probs, f).data, balance_loss(probs, f).data, rtol=1e-12)
+
+
+def test_regulariser_gradients_flow_through_P_only():
+    logits = np.random.default_rng(0).normal(size=(6, 4))
+    prior = np.array([0.1, 0.2, 0.3, 0.4])
+    mask = ops.topk_mask(logits, 2)
+    for mode in ("argmax", "topk"):
+        f = load_fractions(ops.softmax(Tensor(logits)), mask, mode)
+        assert f.sum() == pytest.approx(1.0 if mode == "argmax" else 2.0)
+        adaref.gradcheck(lambda g: distribution_loss(ops.softmax(g), f, prior), logits)
+    adaref.gradcheck(z_loss, logits)
+    lse = np.log(np.exp(logits).sum(1))
+    assert z_loss(Tensor(logits)).item() == pytest.approx(np.mean(lse ** 2))
