@@ -365,6 +365,49 @@ def test_gftrl_dense_update_zeroes_never_seen_rows_like_the_authors_lazy_keeps_t
     assert np.array_equal(out["lazy"][0], out["dense"][0])
 
 
+def upstream_gftrl_step(var, n, z, grad, alpha, beta, lambda1, lambda2):
+    """The authors' GFTRL update (moe.py, ``_resource_apply_dense``) transcribed to NumPy."""
+    grad2 = grad * grad
+    sigma = (np.sqrt(n + grad2) - np.sqrt(n)) / alpha
+    n = n + grad2
+    z = z + grad - sigma * var
+    z_norm = np.linalg.norm(z, axis=1, keepdims=True)
+    thr = lambda1 * np.sqrt(var.shape[1])
+    with np.errstate(divide="ignore", invalid="ignore"):         # rows with z = 0, as in TF
+        shrunk = z * ((thr / z_norm - 1.0) / ((beta + np.sqrt(n)) / alpha + lambda2))
+    var = np.where(z_norm <= thr, 0.0, shrunk)
+    return var, n, z
+
+
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 4))
+def test_gftrl_with_zero_init_and_dense_update_reproduces_the_authors_optimiser(seed, steps):
+    rng = np.random.default_rng(seed)
+    w0 = rng.normal(scale=0.25, size=(8, 4))
+    w = Parameter(w0.copy())
+    opt = GroupFTRL([w], z_init="zero", sparse_update="dense", l1=1e-2)
+    var, n, z = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
+    for g in row_batches(rng, 8, 4, steps, np.float64):
+        w.grad = g
+        opt.step()
+        var, n, z = upstream_gftrl_step(var, n, z, g.to_dense(), 0.02, 1e-4, 1e-2, 1e-3)
+        np.testing.assert_allclose(w.data, var, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(opt.state["z"]["0"], z, rtol=1e-12, atol=1e-15)
+
+
+def test_gftrl_on_a_real_embedding_backward_changes_only_looked_up_rows():
+    from adaref.nn import Embedding
+    emb = Embedding([4, 3], dim=2, rng=np.random.default_rng(0))    # table (7, 2)
+    w0 = emb.weight.data.copy()
+    opt = GroupFTRL(emb.named_parameters(), alpha=0.5, beta=1.0, l1=1e-3)
+    emb(np.array([[1, 2], [3, 2]])).sum().backward()                # rows 1, 3 and 4 + 2
+    assert isinstance(emb.weight.grad, RowSparseGrad)
+    opt.step()
+    touched = np.array([1, 3, 6])
+    untouched = np.setdiff1d(np.arange(7), touched)
+    assert np.array_equal(emb.weight.data[untouched], w0[untouched])
+    assert not np.any(np.all(emb.weight.data[touched] == w0[touched], axis=1))
+
+
 # =====================================================================================
 # Properties shared by all optimisers
 # =====================================================================================

@@ -74,15 +74,17 @@ Both agree when w_0 = 0. ``"from_weights"`` is the default because adaref trains
 truncated-normal embedding init (sigma = 1/sqrt(D)) and should not let the size of a
 row's first gradient decide whether that init survives. z is set from the weights the
 parameter holds when the optimiser is built: build it after initialising or loading
-the weights (a checkpoint restores z itself). With the authors' hyper-parameters (beta/alpha = 0.005 against
-lam = 1e-3 * sqrt(16) = 0.004) the group lasso is as strong as the initial proximal
-term, so under either rule a row whose first gradient is tiny (|g| ~ 1e-5 per
-coordinate, for an init of norm ~0.9) is pruned to zero in its first batch; the rules
-differ for moderate gradients (|g| ~ 1e-4: about half of the init's norm kept under
-``"from_weights"``, a sixth under ``"zero"``). A third rule, z chosen so that the
+the weights (a checkpoint restores z itself). A third rule, z chosen so that the
 *regularised* closed form returns w_0, was rejected: it needs
 z_0 = -(a_0 w_0 + l1 sign(w_0)), an offset that never decays and cancels the l1/l2
 pull at w_0 forever, so the (group) lasso could never prune an uninformative row.
+
+With the authors' hyper-parameters (beta/alpha = 0.005 against a threshold
+lam = 1e-3 * sqrt(16) = 0.004) the group lasso is as strong as the initial proximal
+term, so under either rule a row whose first gradient is tiny (|g| ~ 1e-5 per
+coordinate, init of norm ~0.9) is pruned to zero in its first batch; the rules differ
+for moderate gradients (|g| ~ 1e-4: about half of the init's norm is kept under
+``"from_weights"``, a sixth under ``"zero"``).
 
 >>> import numpy as np
 >>> from adaref.nn import Parameter
@@ -112,7 +114,7 @@ ZInit = Literal["from_weights", "zero"]
 
 @dataclasses.dataclass(frozen=True)
 class FTRLConfig(OptimizerConfig):
-    alpha: float = 0.05                    # per-coordinate rate alpha / (beta + sqrt(n))
+    alpha: float = 0.05                    # rate alpha / (beta + sqrt(n)); paper: [1e-2, 1e-1]
     beta: float = 1.0                      # > 0; McMahan et al. suggest beta = 1
     l1: float = 0.0                        # lambda_1: objective term l1 ||w||_1
     l2: float = 0.0                        # lambda_2: objective term 1/2 l2 ||w||^2
@@ -128,12 +130,15 @@ class FTRLConfig(OptimizerConfig):
 
 @dataclasses.dataclass(frozen=True)
 class GroupFTRLConfig(FTRLConfig):
-    alpha: float = 0.02                    # defaults: the authors' exp1.py
+    """G-FTRL's hyper-parameters. To reproduce the authors' optimiser exactly also set
+    ``z_init="zero"`` and ``sparse_update="dense"`` (see the module docstring)."""
+
+    alpha: float = 0.02                    # alpha, beta, l1, l2: the authors' exp1.py
     beta: float = 1e-4
     l1: float = 1e-3                       # group lasso: lam = l1 * sqrt(D) by default
-    l2: float = 1e-3
+    l2: float = 1e-3                       # lambda_2: objective term 1/2 l2 ||w||^2
     group_scale: Literal["sqrt_dim", "none"] = "sqrt_dim"   # lam = l1 sqrt(D), or l1
-    row_solution: Literal["closed_form", "exact"] = "closed_form"
+    row_solution: Literal["closed_form", "exact"] = "closed_form"  # the authors', or argmin
 
 
 class FTRL(Optimizer):
