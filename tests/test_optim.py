@@ -352,6 +352,21 @@ def test_gftrl_exact_row_solution_satisfies_optimality(seed, dim, lam):
             np.testing.assert_allclose(resid, 0, atol=1e-10 * (1 + np.linalg.norm(zr)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gftrl_exact_row_solution_is_stable_at_extreme_thresholds(dtype):
+    z, a = np.array([[3.0, -4.0]], dtype), np.array([[4.0, 5.0]], dtype)    # ||z|| = 5
+
+    def exact(lam):
+        return GroupFTRL([Parameter(np.zeros((1, 2), dtype))], l1=lam, group_scale="none",
+                         row_solution="exact").solve(z, a)
+
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(exact(1e-300), -z / a, rtol=tol)   # lam -> 0: w = -z / a
+    near = exact(5.0 * (1 - 1e-6))                                # just above the threshold
+    assert near.dtype == dtype and np.all(np.isfinite(near)) and 0 < np.linalg.norm(near) < 1e-5
+    assert np.all(exact(5.0) == 0)
+
+
 def test_gftrl_dense_update_zeroes_never_seen_rows_like_the_authors_lazy_keeps_them():
     w0 = np.array([[0.3, -0.2], [0.1, 0.4]])
     g = sparse([0], [[0.5, 0.5]], (2, 2))

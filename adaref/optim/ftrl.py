@@ -39,9 +39,10 @@ above, exactly (it is the proximal step of the group lasso). With per-coordinate
 accumulators a_d differs within a row, and the closed form is then the authors'
 (and this class's default) approximation: exact zero test, group soft-threshold of z,
 then per-coordinate scaling. ``row_solution="exact"`` instead solves the optimality
-condition exactly: ||w|| = r is the root of sum_d z_d^2 / (a_d r + lam)^2 = 1 (a
-decreasing convex function of r >= 0, found by Newton's method from r = 0, which
-increases monotonically to the root), then w_d = -z_d r / (a_d r + lam).
+condition exactly: ||w|| = r is the root of sum_d z_d^2 / (a_d r + lam)^2 = 1 (the
+left side decreases and is convex in r; Newton's method from the lower bound
+(||z|| - lam) / max_d a_d rises monotonically to the root), then
+w_d = -z_d r / (a_d r + lam).
 
 Decision (sparse rows): FTRL is **lazy** by nature. With a
 :class:`~adaref.tensor.RowSparseGrad` only the batch's rows of z, n and w change; every
@@ -203,19 +204,20 @@ class GroupFTRL(FTRL):
 def _row_norm_root(z: np.ndarray, a: np.ndarray, lam: float, keep: np.ndarray) -> np.ndarray:
     """r >= 0 with f(r) = sum_d z_d^2 / (a_d r + lam)^2 - 1 = 0 per row (R, 1); 0 if not keep.
 
-    f is decreasing and convex on r >= 0 with f(0) = ||z||^2 / lam^2 - 1 > 0 on kept
-    rows, so Newton's method from r = 0 increases monotonically to the root.
+    f is decreasing and convex in r. Newton's method started left of the root
+    increases monotonically to it; r_0 = (||z|| - lam) / max_d a_d is left of it
+    (there a_d r_0 + lam <= ||z||, so f(r_0) >= 0) and keeps a r + lam away from 0.
     """
-    z2 = z * z                                                      # (R, D)
-    r = np.zeros(z.shape[:-1] + (1,), dtype=z.dtype)                # (R, 1)
+    norm = np.sqrt(np.sum(z * z, axis=-1, keepdims=True))              # (R, 1)
+    r = np.where(keep, (norm - lam) / np.max(a, axis=-1, keepdims=True), np.zeros_like(norm))
     tiny = 4 * np.finfo(z.dtype).eps
     for _ in range(100):
-        q = a * r + lam                                             # (R, D)
-        f = np.sum(z2 / (q * q), axis=-1, keepdims=True) - 1.0
-        df = -2.0 * np.sum(z2 * a / (q * q * q), axis=-1, keepdims=True)   # < 0 if keep
-        step = np.where(keep, f, np.zeros_like(f)) / np.where(keep, df, -np.ones_like(df))
-        r_new = np.maximum(r, r - step)
-        if np.all(r_new - r <= tiny * r_new):   # converged to working precision
+        q = a * r + lam                                                 # (R, D) > 0
+        u = (z / q) ** 2                                                # (R, D)
+        f = np.sum(u, axis=-1, keepdims=True) - 1.0                     # (R, 1)
+        df = -2.0 * np.sum(u * a / q, axis=-1, keepdims=True)           # (R, 1) < 0
+        r_new = np.where(keep, np.maximum(r, r - f / df), r)
+        if np.all(r_new - r <= tiny * r_new):                           # no more progress
             return r_new
         r = r_new
     return r
