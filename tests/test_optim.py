@@ -611,6 +611,12 @@ def test_mismatched_state_is_refused_naming_the_key(edit, message):
     assert all(np.array_equal(opt.state_dict()[k], original[k]) for k in original)
 
 
+def test_state_that_is_not_a_mapping_is_refused():
+    opt, _ = _trained_adam()
+    with pytest.raises(StateDictError, match="expected a mapping"):
+        opt.load_state_dict([("step", 0)])
+
+
 def test_state_of_another_optimiser_is_refused():
     model = Tiny(0)
     with pytest.raises(StateDictError, match="missing key"):

@@ -45,7 +45,7 @@ array([ 0.9, -2.2])
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Iterable, Literal
+from typing import Any, ClassVar, Iterable, Literal, Mapping
 
 import numpy as np
 
@@ -237,6 +237,9 @@ class Optimizer:
         ``step`` may be an int or a 0-d integer array (as read back from ``.npz``).
         """
         owner = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, Mapping):
+            raise StateDictError(f"{owner}: expected a mapping of keys to arrays, "
+                                 f"got {type(state).__name__}")
         params = dict(self.params)
         expected = {"step": None}
         expected.update({f"{slot}.{name}": (slot, name) for slot in self.slots()
