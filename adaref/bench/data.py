@@ -5,9 +5,10 @@ For each size, writes a synthetic Criteo ``train.txt``-format file (planted rows
 runs ``prepare`` on it (preset ``paper``) in a fresh child process, and reports rows/s
 and the child's peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``).
 
-Bounded memory means: peak RSS minus the output arrays (ids, labels, split codes, which
-are memory-mapped files whose pages count in RSS) is about the same at every size; the
-benchmark checks that the largest size is within 10 % of the smallest. It also projects
+Bounded memory means: peak RSS minus the output arrays is about the same at every size.
+``prepare`` streams the output arrays (ids, labels, split codes) to disk with plain
+writes, so none of them is resident and the peak RSS itself must stay flat; the
+benchmark checks that the largest size's peak is within 10 % of the smallest's. It also projects
 the time for the full 45,840,617-line Criteo ``train.txt`` from the largest run's rate.
 Not a test: it takes minutes and a few GB of disk in ``--workdir`` (default: a
 temporary directory, removed afterwards unless ``--keep``).
@@ -80,21 +81,19 @@ def main(argv: list[str]) -> int:
         if not args.keep and not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     mb = 1 << 20
-    print("| rows | file MB | prepare s | rows/s | MB/s | peak RSS MB | output arrays MB | RSS - output MB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| rows | file MB | prepare s | rows/s | MB/s | peak RSS MB | output arrays on disk MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['rows']:,} | {r['file_bytes'] / mb:,.0f} | {r['seconds']:.1f} | {r['rows'] / r['seconds']:,.0f} "
-              f"| {r['file_bytes'] / mb / r['seconds']:.1f} | {r['peak_rss'] / mb:,.0f} | {r['output_bytes'] / mb:,.0f} "
-              f"| {(r['peak_rss'] - r['output_bytes']) / mb:,.0f} |")
+              f"| {r['file_bytes'] / mb / r['seconds']:.1f} | {r['peak_rss'] / mb:,.0f} | {r['output_bytes'] / mb:,.0f} |")
     status = 0
     if len(results) >= 2:
-        base = results[0]["peak_rss"] - results[0]["output_bytes"]
-        last = results[-1]["peak_rss"] - results[-1]["output_bytes"]
-        ratio = last / base
+        ratio = results[-1]["peak_rss"] / results[0]["peak_rss"]
         ok = ratio <= 1.10
         status = 0 if ok else 1
-        print(f"\nbounded memory: (peak - output) at {results[-1]['rows']:,} rows / at {results[0]['rows']:,} rows "
-              f"= {ratio:.3f} ({'within' if ok else 'NOT within'} 10 %)")
+        print(f"\nbounded memory: peak RSS at {results[-1]['rows']:,} rows / at {results[0]['rows']:,} rows "
+              f"= {ratio:.3f} ({'within' if ok else 'NOT within'} 10 %; the output arrays are streamed to disk, "
+              f"not resident)")
     r = results[-1]
     rate = r["rows"] / r["seconds"]
     print(f"projected full Criteo train.txt ({CRITEO_FULL_ROWS:,} rows): {CRITEO_FULL_ROWS / rate / 60:.1f} min "

@@ -30,8 +30,10 @@ import os
 import shutil
 import zlib
 
+import numpy as np
+
 __all__ = ["FORMAT_VERSION", "ARRAYS", "fingerprint", "cache_key", "read_manifest", "is_complete",
-           "write_json", "BuildDir"]
+           "write_json", "BuildDir", "NpyWriter"]
 
 #: Bumped whenever the encoding of the same input and options changes.
 FORMAT_VERSION = 1
@@ -142,3 +144,39 @@ class BuildDir:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and os.path.exists(self.path):
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+class NpyWriter:
+    """Write a ``.npy`` file of known shape row block by row block, with plain writes.
+
+    The output never sits in this process's memory (unlike a writable memmap, whose
+    dirty pages count in its resident set), so peak memory does not grow with the
+    number of rows. :meth:`close` checks that exactly ``shape[0]`` rows were written.
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.npy")
+    >>> w = NpyWriter(p, np.int32, (3, 2))
+    >>> w.write(np.ones((2, 2), np.int32)); w.write(np.zeros((1, 2), np.int32)); w.close()
+    >>> np.load(p, allow_pickle=False).tolist()
+    [[1, 1], [1, 1], [0, 0]]
+    """
+
+    def __init__(self, path: str, dtype, shape: tuple[int, ...]):
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(shape)
+        self.rows = 0
+        self._f = open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        np.lib.format.write_array_header_2_0(self._f, header)
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:] or self.rows + len(block) > self.shape[0]:
+            raise ValueError(f"NpyWriter: block {block.shape} does not fit {self.shape} after {self.rows} rows")
+        self._f.write(block.tobytes())
+        self.rows += len(block)
+
+    def close(self) -> None:
+        self._f.close()
+        if self.rows != self.shape[0]:
+            raise ValueError(f"NpyWriter: wrote {self.rows} rows, expected {self.shape[0]}")

@@ -5,12 +5,12 @@ Three streaming reads of the input, none holding more than a chunk of rows:
 0. *fingerprint*: size, sha256 and data-line count of each file (cache key, split sizes);
 1. *count*: parse every line, count each field's levels on the training split only
    (§4.1.1 rare threshold; quantile bins, §3.1) -- then build the vocabularies;
-2. *encode*: parse again, write ids ``(B, F)`` int32, labels ``(B,)`` float32 and
-   split codes ``(B,)`` int8 straight into memory-mapped ``.npy`` files.
+2. *encode*: parse again, append ids ``(B, F)`` int32, labels ``(B,)`` float32 and
+   split codes ``(B,)`` int8 block by block to ``.npy`` files (plain writes, so the
+   output never sits in memory).
 
 Working memory is a chunk of rows plus the level counts, which grow with the number
-of distinct levels, not with the number of rows; the only row-sized memory is the
-output arrays themselves. See :mod:`adaref.data.cache` for the layout and the reuse
+of distinct levels, not with the number of rows; nothing row-sized is held in memory. See :mod:`adaref.data.cache` for the layout and the reuse
 rule, :mod:`adaref.data.vocab` for the id layout.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cache import BuildDir, cache_key, fingerprint, is_complete, read_manifest, write_json, FORMAT_VERSION
+from .cache import FORMAT_VERSION, BuildDir, NpyWriter, cache_key, fingerprint, is_complete, read_manifest, write_json
 from .config import DataOptions, OptionsError, TransformOptions
 from .progress import Progress
 from .readers import DataFormatError, RawReader
@@ -190,12 +190,9 @@ def prepare(dataset: str, paths, options: DataOptions, out: str, preset: str | N
     # pass 2: encode into memory-mapped arrays, in a temporary directory
     n_fields = len(plans)
     with BuildDir(out) as build:
-        ids = np.lib.format.open_memmap(os.path.join(build.path, "ids.npy"), mode="w+", dtype=np.int32,
-                                        shape=(n_rows, n_fields))
-        labels = np.lib.format.open_memmap(os.path.join(build.path, "labels.npy"), mode="w+",
-                                           dtype=np.float32, shape=(n_rows,))
-        split = np.lib.format.open_memmap(os.path.join(build.path, "split.npy"), mode="w+", dtype=np.int8,
-                                          shape=(n_rows,))
+        ids = NpyWriter(os.path.join(build.path, "ids.npy"), np.int32, (n_rows, n_fields))
+        labels = NpyWriter(os.path.join(build.path, "labels.npy"), np.float32, (n_rows,))
+        split = NpyWriter(os.path.join(build.path, "split.npy"), np.int8, (n_rows,))
         assigner = SplitAssigner(options.split, lines_per_file)
         reader2 = RawReader(paths, schema, options.read, token_tables)
         prog = Progress("pass 2/2 encode", n_lines, stream=stream, enabled=progress)
@@ -211,9 +208,9 @@ def prepare(dataset: str, paths, options: DataOptions, out: str, preset: str | N
             for j, (plan, vocab) in enumerate(zip(plans, vocabs)):
                 keys, missing = field_keys(plan, rec.columns[plan.column], topts)
                 block[:, j] = vocab.encode(keys, missing)
-            ids[row:row + b] = block
-            labels[row:row + b] = rec.labels
-            split[row:row + b] = codes
+            ids.write(block)
+            labels.write(rec.labels)
+            split.write(codes)
             cnt += np.bincount(codes, minlength=3)
             pos += np.bincount(codes, weights=rec.labels, minlength=3)
             row += b
@@ -221,8 +218,7 @@ def prepare(dataset: str, paths, options: DataOptions, out: str, preset: str | N
         prog.close()
         if row != n_rows:
             raise DataFormatError(f"{paths[0]}: the input changed while it was read ({row} rows, {n_rows} counted)")
-        ids.flush(), labels.flush(), split.flush()
-        del ids, labels, split
+        ids.close(), labels.close(), split.close()
 
         vocab_json = {"dataset": dataset, "fields": [
             v.to_json(_shower(p, token_tables, topts)) for p, v in zip(plans, vocabs)]}

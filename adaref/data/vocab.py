@@ -12,7 +12,8 @@ Each field gets its own id space ``[0, size)`` (the embedding layer keeps one ta
 
 :class:`KeyCounter` counts int64 keys in memory that grows with the number of
 *distinct* keys, never with the number of rows: chunk counts are buffered and merged
-when the buffer outgrows the table (amortised ``O(V log V)``).
+when the buffer outgrows the table (or 65,536 entries), so the buffer never holds more
+than about the table's size (amortised ``O(V log V)`` work).
 
 >>> c = KeyCounter()
 >>> c.add(np.array([5, 3, 5, 9])); c.add(np.array([5, 9]))
@@ -35,7 +36,7 @@ __all__ = ["KeyCounter", "FieldVocab"]
 class KeyCounter:
     """Exact counts of int64 keys, merged lazily (see the module docstring)."""
 
-    def __init__(self, merge_floor: int = 1 << 20):
+    def __init__(self, merge_floor: int = 1 << 16):
         self._keys = np.zeros(0, dtype=np.int64)
         self._counts = np.zeros(0, dtype=np.int64)
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
