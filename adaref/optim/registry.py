@@ -4,7 +4,8 @@
 >>> from adaref.nn import Parameter
 >>> opt = build_optimizer("adam", [Parameter(np.zeros(2))], {"lr": 1e-4, "l2": 1e-4})
 >>> opt.config
-AdamConfig(lr=0.0001, beta1=0.9, beta2=0.999, eps=1e-08, l2=0.0001, epsilon_form='algorithm1', sparse_update='lazy')
+AdamConfig(lr=0.0001, beta1=0.9, beta2=0.999, eps=1e-08, l2=0.0001,
+           epsilon_form='algorithm1', sparse_update='lazy')
 >>> build_optimizer("adamw", [Parameter(np.zeros(2))])
 Traceback (most recent call last):
 ...
