@@ -1,0 +1,301 @@
+"""The experts' kernels and fused ops.
+
+1. Numba and NumPy twins agree: exactly where both add in the same order (Hadamard,
+   bias + activation, im2col/col2im, max-pooling), within the stated bound for
+   attention.
+2. Every fused op (adaref.experts.fused) passes the op-test factory (gradient oracle in
+   float64, no mutation, float32 kept) on both backends, and so does its composed
+   definition in core ops.
+3. Fused equals composed (values and gradients).
+"""
+import hypothesis.extra.numpy as hnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adaref import Tensor, kernels
+from adaref.experts import fused
+from adaref.kernels import attention as katt
+from adaref.kernels import conv as kconv
+from adaref.kernels import hadamard as khad
+from adaref.tensor import ShapeError, dense
+from opcheck import floats, op_test
+
+KINK = 1e-3
+DTYPES = [np.float64, np.float32]
+
+
+def run_both(fn, *arrays):
+    """fn(*copies) on each backend; returns {backend: list of the arrays after the call}."""
+    out = {}
+    for backend in kernels.BACKENDS:
+        copies = [a.copy() for a in arrays]
+        with kernels.use_backend(backend):
+            fn(*copies)
+        out[backend] = copies
+    return out
+
+
+def arrays(draw, dtype, *shapes):
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+# ============================================================================
+# 1. twins agree
+# ============================================================================
+@given(st.data(), st.integers(1, 9), st.integers(1, 9), st.sampled_from([0, 1, 2]),
+       st.sampled_from(DTYPES))
+def test_hadamard_twins_agree_exactly(data, n, m, mode, dtype):
+    z, u, g = arrays(data.draw, dtype, (n, m), (n, m), (n, m))
+    (b,) = arrays(data.draw, dtype, (m,))
+    empty = lambda *s: np.zeros(s, dtype=dtype)  # noqa: E731
+    fwd = run_both(lambda out: khad.hadamard_forward(out, z, u, b, mode), empty(n, m))
+    np.testing.assert_array_equal(fwd["numba"][0], fwd["numpy"][0])
+    expected = u * (z + b) if mode == 2 else u * z + (b if mode == 1 else 0)
+    np.testing.assert_allclose(fwd["numpy"][0], expected, rtol=1e-6)
+    bwd = run_both(lambda gz, gu, gb: khad.hadamard_backward(gz, gu, gb, g, z, u, b, mode),
+                   empty(n, m), empty(n, m), empty(m))
+    for x, y in zip(bwd["numba"], bwd["numpy"]):
+        np.testing.assert_array_equal(x, y)
+
+
+@given(st.data(), st.integers(1, 9), st.integers(1, 9), st.sampled_from([0, 1]),
+       st.sampled_from(DTYPES))
+def test_bias_act_twins_agree_exactly(data, n, m, act, dtype):
+    z, g = arrays(data.draw, dtype, (n, m), (n, m))
+    (b,) = arrays(data.draw, dtype, (m,))
+    fwd = run_both(lambda out: khad.bias_act_forward(out, z, b, act), np.zeros_like(z))
+    np.testing.assert_array_equal(fwd["numba"][0], fwd["numpy"][0])
+    y = fwd["numpy"][0]
+    bwd = run_both(lambda gz, gb: khad.bias_act_backward(gz, gb, g, y, act),
+                   np.zeros_like(z), np.zeros(m, dtype))
+    for x, w in zip(bwd["numba"], bwd["numpy"]):
+        np.testing.assert_array_equal(x, w)
+
+
+@given(st.data(), st.integers(1, 3), st.integers(1, 7), st.integers(1, 3), st.integers(1, 4),
+       st.sampled_from(DTYPES))
+def test_im2col_col2im_twins_agree_exactly_and_are_adjoint(data, nb, length, c, width, dtype):
+    pad_left = data.draw(st.integers(0, width - 1))
+    t_out = data.draw(st.integers(1, length + width - 1))
+    x, gcols = arrays(data.draw, dtype, (nb, length, c), (nb, t_out, width * c))
+    cols = run_both(lambda out: kconv.im2col(out, x, pad_left),
+                    np.full((nb, t_out, width * c), np.nan, dtype))
+    np.testing.assert_array_equal(cols["numba"][0], cols["numpy"][0])
+    gx = run_both(lambda out: kconv.col2im(out, gcols, pad_left),
+                  np.full((nb, length, c), np.nan, dtype))
+    np.testing.assert_array_equal(gx["numba"][0], gx["numpy"][0])
+    # adjoint: <im2col(x), gcols> == <x, col2im(gcols)>
+    lhs = np.sum(cols["numpy"][0].astype(np.float64) * gcols)
+    rhs = np.sum(x.astype(np.float64) * gx["numpy"][0])
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-5, atol=1e-5)
+
+
+@given(st.data(), st.integers(1, 3), st.integers(1, 8), st.integers(1, 3), st.integers(1, 4),
+       st.sampled_from(DTYPES))
+def test_maxpool_twins_agree_exactly_first_wins_ties(data, nb, length, c, p, dtype):
+    p = min(p, length)
+    t_out = length // p
+    (x,) = arrays(data.draw, dtype, (nb, length, c))
+    x = np.round(x, 0)                                  # many ties
+    (g,) = arrays(data.draw, dtype, (nb, t_out, c))
+    fwd = run_both(lambda y, i: kconv.maxpool_forward(y, i, x, p),
+                   np.zeros((nb, t_out, c), dtype), np.zeros((nb, t_out, c), np.int64))
+    for a, b in zip(fwd["numba"], fwd["numpy"]):
+        np.testing.assert_array_equal(a, b)
+    windows = x[:, :t_out * p].reshape(nb, t_out, p, c)
+    np.testing.assert_array_equal(fwd["numpy"][0], windows.max(axis=2))
+    np.testing.assert_array_equal(fwd["numpy"][1], windows.argmax(axis=2))  # first of ties
+    index = fwd["numpy"][1]
+    bwd = run_both(lambda gx: kconv.maxpool_backward(gx, g, index, p),
+                   np.full((nb, length, c), np.nan, dtype))
+    np.testing.assert_array_equal(bwd["numba"][0], bwd["numpy"][0])
+    np.testing.assert_allclose(bwd["numpy"][0].sum(), g.sum(), rtol=1e-5, atol=1e-5)
+
+
+@given(st.data(), st.integers(1, 3), st.integers(1, 6), st.integers(1, 3), st.integers(1, 4),
+       st.sampled_from(DTYPES))
+def test_attention_twins_agree_within_bound(data, nb, nf, nh, dh, dtype):
+    """Different summation orders: the twins differ by a few ulps of the output scale
+    (the stated bound is 2 max(F, dh) eps * sum|terms|; 1e-12 / 1e-5 relative here)."""
+    q, k, v, go = arrays(data.draw, dtype, *[(nb, nf, nh, dh)] * 4)
+    mask = np.asarray(data.draw(hnp.arrays(bool, (nb, nf))))
+    mask[:, data.draw(st.integers(0, nf - 1))] = True
+    empty = lambda *s: np.zeros(s, dtype=dtype)  # noqa: E731
+    fwd = run_both(lambda o, a: katt.attention_forward(o, a, q, k, v, mask, 0.7),
+                   empty(nb, nf, nh, dh), empty(nb, nh, nf, nf))
+    a = fwd["numpy"][1]
+    bwd = run_both(lambda gq, gk, gv: katt.attention_backward(gq, gk, gv, go, q, k, v, a, 0.7),
+                   *[empty(nb, nf, nh, dh)] * 3)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    for x, y in list(zip(fwd["numba"], fwd["numpy"])) + list(zip(bwd["numba"], bwd["numpy"])):
+        scale = max(1.0, float(np.abs(y).max()))
+        np.testing.assert_allclose(x, y, rtol=0, atol=rtol * scale)
+    assert np.all(a[~np.broadcast_to(mask[:, None, None, :], a.shape)] == 0)
+    np.testing.assert_allclose(a.sum(axis=-1), 1, rtol=1e-5)
+
+
+# ============================================================================
+# 2. every fused op, and its composed definition, through the op-test factory
+# ============================================================================
+def on(backend, fn):
+    """fn run under a backend (the oracle calls it many times, each inside the switch)."""
+    def run(*args, **kwargs):
+        with kernels.use_backend(backend):
+            return fn(*args, **kwargs)
+    return run
+
+
+@st.composite
+def linear_shapes(draw, with_u=False):
+    lead = draw(hnp.array_shapes(min_dims=1, max_dims=2, max_side=3))
+    k, m = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    shapes = (lead + (k,), (k, m)) + ((lead + (m,),) if with_u else ()) + ((m,),)
+    return shapes
+
+
+def near_relu_kink(a, W, b, act="linear"):
+    return act == "relu" and np.min(np.abs(a @ W + b)) < KINK
+
+
+def conv_kwargs(shapes):
+    length, width = shapes[0][1], shapes[1][0]
+    return st.tuples(st.integers(0, 2), st.integers(0, 2)).filter(
+        lambda p: length + sum(p) >= width).flatmap(
+        lambda p: st.fixed_dictionaries({"padding": st.just(p),
+                                         "act": st.sampled_from(["linear", "relu"])}))
+
+
+@st.composite
+def conv_shapes(draw):
+    nb, length, c = draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    width, o = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return (nb, length, c), (width, c, o), (o,)
+
+
+def conv_near_kink(x, W, b, padding, act):
+    if act != "relu":
+        return False
+    y = fused.conv1d_act_composed(Tensor(x), Tensor(W), Tensor(b), padding, "linear").data
+    return np.min(np.abs(y)) < KINK
+
+
+@st.composite
+def attention_shapes(draw):
+    s = (draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 2)),
+         draw(st.integers(1, 3)))
+    return s, s, s
+
+
+def attention_mask(shapes, kwargs):
+    nb, nf = shapes[0][:2]
+    return hnp.arrays(bool, (nb, nf)).map(lambda m: (m | (np.arange(nf) == 0),))
+
+
+@st.composite
+def pool_shapes(draw):
+    return ((draw(st.integers(1, 2)), draw(st.integers(1, 6)), draw(st.integers(1, 3))),)
+
+
+def pool_kwargs(shapes):
+    return st.fixed_dictionaries({"p": st.integers(1, shapes[0][1])})
+
+
+def pool_ties(x, p):
+    nb, length, c = x.shape
+    w = np.sort(x[:, :length // p * p].reshape(nb, -1, p, c), axis=2)
+    return p > 1 and np.min(np.diff(w, axis=2)) < KINK
+
+
+OPS = {
+    "linear_act": dict(
+        fused=lambda a, W, b, act: fused.linear_act(a, W, b, act),
+        composed=lambda a, W, b, act: fused.linear_act_composed(a, W, b, act),
+        n_args=3, shapes=linear_shapes(),
+        kwargs=lambda s: st.fixed_dictionaries({"act": st.sampled_from(["linear", "relu"])}),
+        avoid=near_relu_kink),
+    "hadamard_linear": dict(
+        fused=lambda a, W, u, b, bias: fused.hadamard_linear(a, W, u, b, bias),
+        composed=lambda a, W, u, b, bias: fused.hadamard_linear_composed(a, W, u, b, bias),
+        n_args=4, shapes=linear_shapes(with_u=True),
+        kwargs=lambda s: st.fixed_dictionaries({"bias": st.sampled_from(["outside", "inside"])})),
+    "hadamard_linear_no_bias": dict(
+        fused=lambda a, W, u: fused.hadamard_linear(a, W, u),
+        composed=lambda a, W, u: fused.hadamard_linear_composed(a, W, u),
+        n_args=3, shapes=linear_shapes(with_u=True).map(lambda s: s[:3])),
+    "attention": dict(
+        fused=lambda q, k, v, mask: fused.attention(q, k, v, mask),
+        composed=lambda q, k, v, mask: fused.attention_composed(q, k, v, mask),
+        n_args=3, shapes=attention_shapes(), constants=attention_mask),
+    "conv1d_act": dict(
+        fused=lambda x, W, b, padding, act: fused.conv1d_act(x, W, b, padding, act),
+        composed=lambda x, W, b, padding, act: fused.conv1d_act_composed(x, W, b, padding, act),
+        n_args=3, shapes=conv_shapes(), kwargs=conv_kwargs, avoid=conv_near_kink),
+    "maxpool1d": dict(
+        fused=lambda x, p: fused.maxpool1d(x, p),
+        composed=lambda x, p: fused.maxpool1d_composed(x, p),
+        n_args=1, shapes=pool_shapes(), kwargs=pool_kwargs, avoid=pool_ties),
+}
+
+
+def _make_op_test(op, variant, backend):
+    spec = OPS[op]
+    fn = spec[variant] if variant == "composed" else on(backend, spec["fused"])
+
+    @op_test(fn, n_args=spec["n_args"], shapes=spec["shapes"], kwargs=spec.get("kwargs"),
+             constants=spec.get("constants"), avoid=spec.get("avoid"))
+    def test(): pass
+    return test
+
+
+for _op in OPS:
+    for _backend in kernels.BACKENDS:
+        globals()[f"test_fused_{_op}_{_backend}"] = _make_op_test(_op, "fused", _backend)
+    globals()[f"test_composed_{_op}"] = _make_op_test(_op, "composed", None)
+
+
+# ============================================================================
+# 3. fused equals composed
+# ============================================================================
+@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+@given(data=st.data())
+def test_fused_equals_composed(op, backend, data):
+    """Same values and same gradients (to float64 rounding) for drawn shapes and inputs."""
+    spec = OPS[op]
+    shapes = data.draw(spec["shapes"])
+    kw = data.draw(spec["kwargs"](shapes)) if "kwargs" in spec else {}
+    consts = tuple(data.draw(spec["constants"](shapes, kw))) if "constants" in spec else ()
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    xs = [rng.standard_normal(s) for s in shapes]
+    results = []
+    for fn in (on(backend, spec["fused"]), spec["composed"]):
+        ts = [Tensor(x, requires_grad=True) for x in xs]
+        out = fn(*ts, *consts, **kw)
+        out.backward(np.cos(np.arange(out.size)).reshape(out.shape))
+        results.append([out.data] + [dense(t.grad) for t in ts])
+    for f, c in zip(*results):
+        np.testing.assert_allclose(f, c, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(c).max()))
+
+
+# ============================================================================
+# errors
+# ============================================================================
+def test_fused_ops_name_bad_shapes():
+    t = lambda *s: Tensor(np.zeros(s))  # noqa: E731
+    with pytest.raises(ShapeError, match=r"linear_act: a \(2, 3\) and W \(4, 5\)"):
+        fused.linear_act(t(2, 3), t(4, 5), t(5))
+    with pytest.raises(ShapeError, match=r"hadamard_linear: u has shape \(2, 4\)"):
+        fused.hadamard_linear(t(2, 3), t(3, 5), t(2, 4))
+    with pytest.raises(ShapeError, match="attention: q, k, v must share one shape"):
+        fused.attention(t(1, 2, 1, 3), t(1, 2, 1, 3), t(1, 3, 1, 3))
+    with pytest.raises(ValueError, match="example 0 has every key masked"):
+        fused.attention(t(1, 2, 1, 3), t(1, 2, 1, 3), t(1, 2, 1, 3), np.zeros((1, 2), bool))
+    with pytest.raises(ShapeError, match="shorter than the kernel width 4"):
+        fused.conv1d_act(t(1, 2, 1), t(4, 1, 2), t(2), (0, 1))
+    with pytest.raises(ShapeError, match=r"maxpool1d: .*x \(1, 2, 1\), p=3"):
+        fused.maxpool1d(t(1, 2, 1), 3)
+    with pytest.raises(ValueError, match="fused activation must be one of linear, relu"):
+        fused.linear_act(t(2, 3), t(3, 5), t(5), "gelu")
