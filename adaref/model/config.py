@@ -124,13 +124,16 @@ class ModelConfig(Config):
     gate: GateConfig = field(default_factory=GateConfig)    # every layer's expert gate (own weights)
     moe: MoEConfig = field(default_factory=MoEConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
-    expert_options: dict = field(default_factory=dict)      # expert name -> its config overrides
+    expert_preset: Literal["paper", "upstream"] = "paper"   # experts' base configs (rows 4-8)
+    expert_options: dict = field(default_factory=dict)      # expert name -> overrides of its config
 
     def __post_init__(self):
         if self.dim < 1 or self.num_layers < 1:
             raise ConfigError(f"ModelConfig: dim and num_layers must be >= 1, got {self.dim}, {self.num_layers}")
         if self.controller.depth_prior:
             _check_prior("ControllerConfig: depth_prior", self.controller.depth_prior, self.num_layers)
+        if self.expert_preset not in ("paper", "upstream"):
+            raise ConfigError(f"ModelConfig: expert_preset must be paper or upstream, got {self.expert_preset!r}")
         unknown = [e for e in self.expert_options if e not in self.moe.experts]
         if unknown:
             raise ConfigError(f"ModelConfig: expert_options for experts not in the model: {unknown}")
@@ -140,7 +143,8 @@ def _check_prior(name: str, prior: tuple[float, ...], n: int) -> None:
     if not prior:
         return
     if len(prior) != n or min(prior) <= 0 or abs(sum(prior) - 1) > 1e-6:
-        raise ConfigError(f"{name} must have {n} positive entries summing to 1, got {prior}")
+        raise ConfigError(f"{name} must have {n} positive entries summing to 1, got {prior} "
+                          f"(set it to match the number of {'layers' if 'depth' in name else 'experts'})")
 
 
 def model_config(preset: str = "paper", **changes) -> ModelConfig:
@@ -158,6 +162,7 @@ def model_config(preset: str = "paper", **changes) -> ModelConfig:
         gate = GateConfig(jitter=0.5, stop_gradient=True, temperature="raw", combine="unweighted")
         cfg = ModelConfig(
             embedding_oov="zero",
+            expert_preset="upstream",
             gate=gate,
             moe=MoEConfig(schedule=KScheduleConfig(kind="constant", k=3), norm="none",
                           load_fraction="topk",

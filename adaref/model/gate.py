@@ -106,6 +106,18 @@ class NoisyCosineGate(Module):
             self.tau = Parameter(np.full(1, config.tau_init, dtype=dtype))
         self._act = activation(config.activation)
 
+    def flops(self) -> int:
+        """Forward FLOPs per example (row 24: a multiply-add is 2 FLOPs).
+
+        The two Linear layers (2 per weight, 1 per bias), the activation (1 per unit),
+        normalising h (2d for the squared norm, d + 1 for the division and square root),
+        the cosine scores (2dN; the expert embeddings are normalised once per batch, not
+        per example), the temperature (N) and the full softmax (3N: exp, sum, divide).
+        Top-k selection is comparisons only and is not counted.
+        """
+        fd, r, d, n = self.in_features, self.reduce.out_features, self.config.hidden, self.num_choices
+        return 2 * fd * r + r + r + 2 * r * d + d + 3 * d + 1 + 2 * d * n + n + 3 * n
+
     def temperature(self) -> Tensor:
         """tau (1,): exp(log tau) or the raw parameter."""
         return ops.exp(self.log_tau) if self.config.temperature == "log" else self.tau

@@ -1,0 +1,283 @@
+"""The AdaEnsemble model (Figure 1): embedding -> L SparseMoE layers -> estimators, with
+the depth-selecting controller and dynamic propagation (Algorithm 1).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from adaref import ops
+from adaref.io import load_npz
+from adaref.model.config import ModelConfig
+from adaref.model.controller import DepthChoice, DepthController
+from adaref.model.dispatcher import dispatch
+from adaref.model.estimator import Estimator
+from adaref.model.moe_layer import SparseMoELayer
+from adaref.model.regularizers import distribution_loss, load_fractions, z_loss
+from adaref.model.routing import LayerRouting, Routing
+from adaref.model.schedule import KSchedule
+from adaref.nn import Embedding, Module, ModuleList, StateDictError
+from adaref.tensor import Tensor
+
+FORMAT = "adaref.AdaEnsemble/1"
+Form = Literal["soft", "straight_through", "hard", "full"]
+
+
+@dataclass
+class ModelOutput:
+    """One forward pass over a batch of B examples.
+
+    Attributes:
+        prob: y_hat (B,), the predicted click probability.
+        logit: (B,) logit of ``prob`` when the prediction is one estimator's (hard exit,
+            full depth); None for the soft and straight-through mixtures.
+        expert_loss: eq. 16 summed over layers (the lambda_1 term of eq. 18, without lambda_1).
+        depth_loss: eq. 16 over depths (the lambda_2 term), None without the controller.
+        z_loss: router z-loss summed over all gates, None unless ``moe.z_loss``.
+        routing: per-layer expert choices and per-example exit depth.
+        flops: (B,) forward FLOPs of each example along its route (row 24).
+        form: the propagation used: ``soft``, ``straight_through``, ``hard`` or ``full``.
+        k: the number of experts selected per example at each layer.
+    """
+
+    prob: Tensor
+    logit: Tensor | None
+    expert_loss: Tensor
+    depth_loss: Tensor | None
+    z_loss: Tensor | None
+    routing: Routing
+    flops: np.ndarray
+    form: str
+    k: int
+
+
+class AdaEnsemble(Module):
+    """The model. Input: per-field ids (B, F) from :mod:`adaref.data`; output: ModelOutput.
+
+    Sub-modules: ``embedding`` (eq. 1), ``layers`` (L :class:`SparseMoELayer`),
+    ``estimators`` (one per layer with the controller, else one for the last layer),
+    ``controller`` (absent when ``controller.enabled`` is False).
+
+    ``forward(ids, step=..., k=..., rng=..., form=...)``: k defaults to the annealing
+    schedule at ``step``; ``form`` defaults to the controller's training form in training
+    mode and to ``hard`` (Algorithm 1) in evaluation mode; without the controller it is
+    always ``full`` (all L layers, the last estimator; Table 3's "w/o controller").
+
+    >>> import numpy as np
+    >>> from adaref.model.config import model_config
+    >>> cfg = model_config("paper", dim=4, num_layers=2)
+    >>> model = AdaEnsemble(cfg, [5, 7, 3], rng=np.random.default_rng(0)).eval()
+    >>> out = model(np.array([[1, 2, 0], [4, 6, 2]]), k=2)
+    >>> out.prob.shape, out.form, out.routing.exit_depth.shape
+    ((2,), 'hard', (2,))
+    """
+
+    def __init__(self, config: ModelConfig, vocab_sizes: Sequence[int], *,
+                 rng: np.random.Generator, dtype=np.float64):
+        super().__init__()
+        self.config = config
+        self.vocab_sizes = [int(v) for v in vocab_sizes]
+        self.dtype = np.dtype(dtype)
+        f, d, n_layers = len(self.vocab_sizes), config.dim, config.num_layers
+        self.embedding = Embedding(self.vocab_sizes, d, rng=rng, oov=config.embedding_oov, dtype=dtype)
+        self.layers = ModuleList([SparseMoELayer(config, f, rng=rng, dtype=dtype)
+                                  for _ in range(n_layers)])
+        n_est = n_layers if config.controller.enabled else 1
+        self.estimators = ModuleList([Estimator(f * d, rng=rng, dtype=dtype) for _ in range(n_est)])
+        if config.controller.enabled:
+            self.controller = DepthController(config.controller, f * d, n_layers, rng=rng, dtype=dtype)
+        self.k_schedule = KSchedule(config.moe.schedule, len(config.moe.experts))
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    # ------------------------------------------------------------------------------
+    def forward(self, ids: np.ndarray, *, step: int = 0, k: int | None = None,
+                rng: np.random.Generator | None = None, form: Form | None = None) -> ModelOutput:
+        cfg = self.config
+        k = self.k_schedule(step) if k is None else k
+        form = self._form(form)
+        x0 = self.embedding(ids)                                               # (B, F, D)
+        gates_z: list[Tensor] = []
+        depth = self.controller(x0, rng) if cfg.controller.enabled else None
+        if depth is not None:
+            gates_z.append(depth.logits)
+        if form == "hard":
+            logit, layers, expert_loss = self._dynamic(x0, depth.exit_depth, k, rng, gates_z)
+            prob, exit_depth = ops.sigmoid(logit), depth.exit_depth
+        else:
+            logits, layers, expert_loss = self._all_layers(x0, k, rng, gates_z, form)
+            logit, prob, exit_depth = self._predict(logits, depth, form)
+        depth_loss = None
+        if depth is not None:
+            fractions = load_fractions(depth.probs, depth.mask, "argmax")
+            depth_loss = distribution_loss(depth.probs, fractions, cfg.controller.depth_prior)
+        zl = None
+        if cfg.moe.z_loss:
+            zl = z_loss(gates_z[0])
+            for g in gates_z[1:]:
+                zl = zl + z_loss(g)
+        routing = Routing(layers, exit_depth)
+        return ModelOutput(prob, logit, expert_loss, depth_loss, zl, routing,
+                           self._route_flops(routing, form, len(ids)), form, k)
+
+    def _form(self, form: Form | None) -> str:
+        ctl = self.config.controller
+        if not ctl.enabled:
+            if form not in (None, "full"):
+                raise ValueError(f"AdaEnsemble: form {form!r} needs the controller (controller.enabled)")
+            return "full"
+        if form is None:
+            return ctl.train_form if self.training else "hard"
+        if form not in ("soft", "straight_through", "hard"):
+            raise ValueError(f"AdaEnsemble: form must be soft, straight_through or hard, got {form!r}")
+        return form
+
+    def _regularise(self, routing, expert_loss):
+        moe = self.config.moe
+        f = load_fractions(routing.probs, routing.mask, moe.load_fraction)
+        loss = distribution_loss(routing.probs, f, moe.expert_prior)            # eq. 16
+        return loss if expert_loss is None else expert_loss + loss
+
+    def _all_layers(self, x0, k, rng, gates_z, form):
+        """Every example through every layer; the logit of each layer's estimator (or of
+        the last layer only, without the controller)."""
+        x, logits, layers, expert_loss = x0, [], [], None
+        rows = np.arange(x0.shape[0])
+        for l, layer in enumerate(self.layers):
+            x, routing = layer(x, x0, k, rng)                                  # (B, F, D)
+            layers.append(LayerRouting(k, rows, routing.mask))
+            expert_loss = self._regularise(routing, expert_loss)
+            gates_z.append(routing.logits)
+            if form != "full":
+                logits.append(self.estimators[l](x))                           # (B,)
+        if form == "full":
+            logits.append(self.estimators[0](x))
+        return logits, layers, expert_loss
+
+    def _predict(self, logits, depth: DepthChoice | None, form):
+        if form == "full":
+            logit = logits[0]
+            return logit, ops.sigmoid(logit), np.full(logit.shape[0], self.num_layers)
+        probs = ops.sigmoid(ops.stack(logits, axis=1))                          # (B, L)
+        if form == "soft":
+            weights = depth.probs                                              # p_l(x)
+        else:                                                                  # straight-through
+            weights = Tensor(depth.mask.astype(probs.dtype)) + (depth.probs - depth.probs.detach())
+        return None, ops.sum(weights * probs, axis=1), depth.exit_depth
+
+    def _dynamic(self, x0, exit_depth, k, rng, gates_z):
+        """Algorithm 1: examples leave at their exit depth; only the rest go deeper.
+
+        Written as a loop over depths, which is the recursion of Algorithm 1 unrolled:
+        at depth l the examples still active run layer l; those whose exit depth is l (all
+        of them at the last layer) are predicted by estimator l, the others continue.
+        A layer that no example reaches is not run.
+        """
+        b = x0.shape[0]
+        active = np.arange(b)                                                  # batch rows
+        x, x0_active = x0, x0
+        layers, expert_loss, pieces, piece_rows = [], None, [], []
+        for l, layer in enumerate(self.layers):
+            if active.size == 0:
+                break                                                          # nobody left
+            x, routing = layer(x, x0_active, k, rng)
+            layers.append(LayerRouting(k, active, routing.mask))
+            expert_loss = self._regularise(routing, expert_loss)
+            gates_z.append(routing.logits)
+            leaving = exit_depth[active] == l + 1 if l + 1 < self.num_layers else np.ones(active.size, bool)
+            out_local, keep_local = np.flatnonzero(leaving), np.flatnonzero(~leaving)
+            if out_local.size:
+                pieces.append(self.estimators[l](dispatch(x, out_local)))      # (n_exit,)
+                piece_rows.append(active[out_local])
+            active = active[keep_local]
+            if active.size:
+                x, x0_active = dispatch(x, keep_local), dispatch(x0_active, keep_local)
+        rows = np.concatenate(piece_rows)
+        logit = ops.scatter_add(np.zeros(b, dtype=self.dtype), rows, ops.concatenate(pieces))
+        if expert_loss is None:
+            expert_loss = Tensor(np.zeros((), dtype=self.dtype))
+        return logit, layers, expert_loss
+
+    # ------------------------------------------------------------------------------
+    def _route_flops(self, routing: Routing, form: str, batch: int) -> np.ndarray:
+        """(B,) FLOPs per example along its route (paper-decisions row 24): the depth
+        gate, and at every layer it reaches the layer's gate, residual and norm, its
+        selected experts and the weighted combine (2 F*D per selected expert), then the
+        estimator(s) it uses: one at its exit (hard/full) or all L plus the mixture
+        (2L + 4L for the sigmoids) in the soft and straight-through forms. The embedding
+        lookup is a gather and counts 0."""
+        flops = np.zeros(batch, dtype=np.int64)
+        fd = self.layers[0].gate.in_features
+        if self.config.controller.enabled:
+            flops += self.controller.flops()
+        for layer, r in zip(self.layers, routing.layers):
+            per_example = layer.fixed_flops() + r.mask.astype(np.int64) @ layer.expert_flops() \
+                + 2 * fd * r.mask.sum(axis=1)
+            np.add.at(flops, r.rows, per_example)
+        if form in ("soft", "straight_through"):
+            flops += sum(e.flops() for e in self.estimators) + 2 * self.num_layers
+        else:
+            flops += self.estimators[0].flops()
+        return flops
+
+    # ------------------------------------------------------------------------------
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {"format": FORMAT, "config": self.config.to_dict(), "vocab_sizes": self.vocab_sizes,
+                "dtype": self.dtype.name}
+
+    def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
+        """Weights and everything needed to rebuild the model (config, vocabulary sizes,
+        dtype) in one ``.npz``, written atomically; ``meta`` adds more (e.g. training state)."""
+        super().save(path, {**(meta or {}), "model": self.checkpoint_meta()})
+
+    def load(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Load weights saved by :meth:`save` into this model; a checkpoint of a model
+        with another config, vocabulary or dtype is refused, naming the difference."""
+        arrays, meta = load_npz(path)
+        saved = meta.get("model")
+        if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+            raise StateDictError(f"{path}: not an AdaEnsemble checkpoint (no '{FORMAT}' metadata)")
+        mine = self.checkpoint_meta()
+        for key in ("vocab_sizes", "dtype"):
+            if saved.get(key) != mine[key]:
+                raise StateDictError(f"{path}: checkpoint {key} {saved.get(key)} != model {key} {mine[key]}")
+        diff = _first_difference(saved.get("config"), mine["config"])
+        if diff:
+            raise StateDictError(f"{path}: checkpoint config differs from the model's at {diff}")
+        try:
+            self.load_state_dict(arrays)
+        except StateDictError as e:
+            raise StateDictError(f"{path}: {e}") from None
+        return meta
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike) -> "AdaEnsemble":
+        """Rebuild a model from a checkpoint written by :meth:`save`."""
+        _, meta = load_npz(path)
+        saved = meta.get("model")
+        if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+            raise StateDictError(f"{path}: not an AdaEnsemble checkpoint (no '{FORMAT}' metadata)")
+        model = cls(ModelConfig.from_dict(saved["config"]), saved["vocab_sizes"],
+                    rng=np.random.default_rng(0), dtype=np.dtype(saved["dtype"]))
+        model.load(path)
+        return model
+
+
+def _first_difference(a: Any, b: Any, where: str = "config") -> str:
+    """The dotted path of the first difference between two JSON-like values, or ''."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in a or key not in b:
+                return f"{where}.{key} (present in only one)"
+            found = _first_difference(a[key], b[key], f"{where}.{key}")
+            if found:
+                return found
+        return ""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        a, b = list(a), list(b)
+    return "" if a == b else f"{where}: {a!r} != {b!r}"

@@ -1,0 +1,59 @@
+"""The depth-selecting controller (§3.5; paper-decisions rows 18-19).
+
+The depth-selecting network has the noisy gating network's form (§3.5.1) with L
+choices, one per depth; each example exits at the depth with the largest score (top-1,
+lowest depth on ties). Training forms (``ControllerConfig.train_form``, row 18):
+
+* ``soft`` (paper preset): every example runs all L layers and the prediction is the
+  mixture y_hat = sum_l p_l(x) y_hat_l(x) with p the depth gate's full softmax, so the
+  depth gate learns from the task loss.
+* ``straight_through``: the forward value is the hard exit's prediction y_hat_{l*}; the
+  gradient is the soft mixture's (weights onehot + p - stop_gradient(p)).
+* ``hard`` (the authors' code): the hard exit of Algorithm 1, unweighted: the depth gate
+  learns only from its regularisers.
+
+Evaluation and serving always use the hard exit with dynamic propagation (Algorithm 1,
+:func:`adaref.model.adaensemble.AdaEnsemble.forward`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from adaref import ops
+from adaref.model.config import ControllerConfig
+from adaref.model.gate import NoisyCosineGate
+from adaref.nn import Module
+from adaref.tensor import Tensor
+
+
+@dataclass
+class DepthChoice:
+    """logits (B, L), probs = softmax(logits) (B, L), mask (B, L) top-1, exit_depth (B,) in 1..L."""
+
+    logits: Tensor
+    probs: Tensor
+    mask: np.ndarray
+
+    @property
+    def exit_depth(self) -> np.ndarray:
+        return np.argmax(self.mask, axis=1) + 1
+
+
+class DepthController(Module):
+    """DepthG(x) of §3.5.1 over X_0 (B, F, D): parameters are those of ``gate``
+    (a :class:`NoisyCosineGate` with L depth embeddings)."""
+
+    def __init__(self, config: ControllerConfig, in_features: int, num_layers: int, *,
+                 rng: np.random.Generator, dtype=np.float64):
+        super().__init__()
+        self.config = config
+        self.gate = NoisyCosineGate(config.gate, in_features, num_layers, rng=rng, dtype=dtype)
+
+    def forward(self, x0: Tensor, rng: np.random.Generator | None = None) -> DepthChoice:
+        g = self.gate.logits(x0, rng)                        # (B, L)
+        return DepthChoice(g, ops.softmax(g, axis=-1), ops.topk_mask(g, 1))
+
+    def flops(self) -> int:
+        return self.gate.flops()
