@@ -16,10 +16,13 @@ compiled loop serves all three):
 Activations of :data:`bias_act_forward` / :data:`bias_act_backward`: ``ACT_LINEAR``
 (0) and ``ACT_RELU`` (1).
 
-Agreement of the twins: every output element is computed by the same float
-operations in the same order in both, and the bias gradient (a sum over rows) is
-accumulated row by row in row order in both (NumPy reduces a C-contiguous array over
-axis 0 row by row), so Numba and NumPy agree **exactly** (tested).
+Agreement of the twins: every elementwise output (y, gz, gu) is computed by the same
+float operations in the same order in both, so they agree **exactly**. The bias
+gradient gb is a sum over the N rows: the loop adds in row order; NumPy's ``sum(axis=0)``
+does too when M > 1 in practice, but switches to pairwise summation when the column is
+the contiguous axis (M = 1), so the stated bound for gb is
+``|gb_numba - gb_numpy| <= 2 N eps sum_i |terms_i|`` (eps the unit roundoff); the tests
+check exact equality of y, gz, gu and this bound for gb.
 
 >>> import numpy as np
 >>> z, u, b = np.ones((2, 3)), np.full((2, 3), 2.0), np.arange(3.0)
