@@ -195,3 +195,10 @@ def test_cli_skip_with_no_valid_line_fails(tmp_path, capsys):
                "--on-bad-line", "skip"])
     assert rc == 1
     assert "no valid data line" in capsys.readouterr().err
+
+
+def test_truncated_gzip_is_a_data_error(tmp_path):
+    data = gzip.compress(("\n".join(criteo_line() for _ in range(200)) + "\n").encode())
+    p = write(tmp_path, "c.txt.gz", data[: len(data) // 2])
+    with pytest.raises(DataFormatError, match="c.txt.gz: cannot read"):
+        read_all([p], "criteo")

@@ -42,18 +42,33 @@ def _child(path: str, out: str) -> int:
     return 0
 
 
-def _run_one(rows: int, workdir: str, max_vocab: int) -> dict:
+def _write(path: str, rows: str, max_vocab: str) -> int:
     from adaref.data.synthetic import SynthOptions, write_criteo_text
 
-    path = os.path.join(workdir, f"synth_criteo_{rows}.txt")
     t = time.perf_counter()
-    info = write_criteo_text(SynthOptions(rows=rows, max_vocab=max_vocab, seed=0), path, progress=True)
-    gen = time.perf_counter() - t
-    out = os.path.join(workdir, f"enc_{rows}")
-    proc = subprocess.run([sys.executable, "-m", "adaref.bench", "data", "--child", path, out],
+    info = write_criteo_text(SynthOptions(rows=int(rows), max_vocab=int(max_vocab), seed=0), path, progress=True)
+    print(json.dumps({"file_bytes": info["bytes"], "generate_seconds": time.perf_counter() - t}))
+    return 0
+
+
+def _in_child(*args: str) -> dict:
+    """Run ``python -m adaref.bench data ARGS`` and parse its last stdout line (JSON).
+
+    Each step runs in its own process and this parent holds no data: Linux keeps
+    ``ru_maxrss`` across fork and exec, so a child's peak also covers the parent's
+    memory at the moment it was started (here only the interpreter and imports).
+    """
+    proc = subprocess.run([sys.executable, "-m", "adaref.bench", "data", *args],
                           stdout=subprocess.PIPE, text=True, check=True)
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    res.update(file_bytes=info["bytes"], generate_seconds=gen)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _run_one(rows: int, workdir: str, max_vocab: int) -> dict:
+    path = os.path.join(workdir, f"synth_criteo_{rows}.txt")
+    out = os.path.join(workdir, f"enc_{rows}")
+    info = _in_child("--write", path, str(rows), str(max_vocab))
+    res = _in_child("--child", path, out)
+    res.update(info)
     os.remove(path)
     shutil.rmtree(out, ignore_errors=True)
     return res
@@ -66,9 +81,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--workdir", help="where to write the files (default: a temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--child", nargs=2, metavar=("FILE", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--write", nargs=3, metavar=("FILE", "ROWS", "MAX_VOCAB"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return _child(*args.child)
+    if args.write:
+        return _write(*args.write)
     sizes = [int(s) for s in args.rows.split(",") if s.strip()]
     workdir = args.workdir or tempfile.mkdtemp(prefix="adaref-bench-data-")
     os.makedirs(workdir, exist_ok=True)

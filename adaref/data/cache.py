@@ -46,11 +46,12 @@ def fingerprint(path: str, has_header: bool, block: int = 8 << 20, on_progress=N
     A last line without a newline counts; the header line does not.
 
     >>> import os, tempfile
-    >>> p = os.path.join(tempfile.mkdtemp(), "f.csv")
+    >>> d = tempfile.mkdtemp(); p = os.path.join(d, "f.csv")
     >>> _ = open(p, "wb").write(b"h\\r\\na\\r\\nb")
     >>> fp = fingerprint(p, has_header=True)
     >>> fp["size"], fp["data_lines"], fp["sha256"][:12]
     (7, 2, '0e590af5e38b')
+    >>> import shutil; shutil.rmtree(d)
     """
     h = hashlib.sha256()
     size = 0
@@ -154,11 +155,12 @@ class NpyWriter:
     number of rows. :meth:`close` checks that exactly ``shape[0]`` rows were written.
 
     >>> import os, tempfile
-    >>> p = os.path.join(tempfile.mkdtemp(), "a.npy")
+    >>> d = tempfile.mkdtemp(); p = os.path.join(d, "a.npy")
     >>> w = NpyWriter(p, np.int32, (3, 2))
     >>> w.write(np.ones((2, 2), np.int32)); w.write(np.zeros((1, 2), np.int32)); w.close()
     >>> np.load(p, allow_pickle=False).tolist()
     [[1, 1], [1, 1], [0, 0]]
+    >>> import shutil; shutil.rmtree(d)
     """
 
     def __init__(self, path: str, dtype, shape: tuple[int, ...]):

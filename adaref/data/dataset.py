@@ -10,13 +10,16 @@
 * ``field_names``, ``vocab_sizes``, ``manifest``; ``probs`` ``(B,)`` float64 -- the
   true click probability, only for synthetic data (else ``None``).
 
->>> ds = load("criteo", sample=True, out=os.path.join(__import__("tempfile").mkdtemp(), "c"))
+>>> import shutil, tempfile
+>>> tmp = tempfile.mkdtemp()
+>>> ds = load("criteo", sample=True, out=os.path.join(tmp, "c"))
 >>> ds.ids.shape, ds.ids.dtype, len(ds.field_names), ds.oov_embedding
 ((10181, 39), dtype('int32'), 39, 'learned')
 >>> {k: len(v) for k, v in ds.splits.items()}
 {'train': 7126, 'val': 1018, 'test': 2037}
 >>> bool((ds.ids < np.array(ds.vocab_sizes)).all())
 True
+>>> del ds; shutil.rmtree(tmp)
 """
 from __future__ import annotations
 

@@ -22,11 +22,13 @@ in chunks of about ``ReadOptions.chunk_bytes`` and yields :class:`Records`: labe
 >>> recs = list(RawReader([p], SCHEMAS["criteo"], ReadOptions()))
 >>> recs[0].labels.tolist(), recs[0].columns["I1"].values.tolist(), recs[0].columns["I2"].missing.tolist()
 ([1.0], [5], [True])
+>>> import shutil; shutil.rmtree(d)
 """
 from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -93,6 +95,14 @@ class Records:
     file_index: int
 
 
+def _read(f, size: int, path: str) -> bytes:
+    """``f.read(size)``, with a truncated or corrupt .gz reported as a data error."""
+    try:
+        return f.read(size)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataFormatError(f"{path}: cannot read (corrupt or truncated file?): {e}") from None
+
+
 def _show(raw: bytes, limit: int = 40) -> str:
     text = raw.decode("utf-8", errors="backslashreplace")
     return repr(text if len(text) <= limit else text[:limit] + "...")
@@ -145,10 +155,7 @@ class RawReader:
         """Yield ``(buf, line number of its first line)``; ``buf`` is whole LF lines."""
         size = self.options.chunk_bytes
         with open_binary(path) as f:
-            try:
-                first = f.read(size)
-            except (OSError, EOFError) as e:
-                raise DataFormatError(f"{path}: cannot read: {e}") from None
+            first = _read(f, size, path)
             if not first:
                 raise DataFormatError(f"{path}: empty file")
             line_no = 1
@@ -157,7 +164,7 @@ class RawReader:
                 carry = self._check_header(path, f, carry)
                 line_no = 2
             while True:
-                block = f.read(size) if carry is not None else b""
+                block = _read(f, size, path)
                 buf = carry + block
                 if not block:
                     if buf:
@@ -183,7 +190,7 @@ class RawReader:
 
     def _check_header(self, path: str, f, carry: bytes) -> bytes:
         while b"\n" not in carry:
-            more = f.read(self.options.chunk_bytes)
+            more = _read(f, self.options.chunk_bytes, path)
             if not more:
                 break
             carry += more
@@ -205,9 +212,8 @@ class RawReader:
         if b"\x00" in buf or not buf.isascii():
             starts = line_starts(buf)
             arr = np.frombuffer(buf, dtype=np.uint8)
-            for pos in np.flatnonzero(arr == 0)[:1_000_000]:
-                i = int(np.searchsorted(starts, pos, side="right") - 1)
-                line_bad.setdefault(i, ("NUL byte", "NUL byte in the line"))
+            for i in np.unique(np.searchsorted(starts, np.flatnonzero(arr == 0), side="right") - 1).tolist():
+                line_bad[i] = ("NUL byte", "NUL byte in the line")
             high_lines = np.unique(np.searchsorted(starts, np.flatnonzero(arr >= 128), side="right") - 1)
             ends = np.append(starts[1:], len(buf))
             for i in high_lines.tolist():

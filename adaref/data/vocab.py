@@ -12,8 +12,8 @@ Each field gets its own id space ``[0, size)`` (the embedding layer keeps one ta
 
 :class:`KeyCounter` counts int64 keys in memory that grows with the number of
 *distinct* keys, never with the number of rows: chunk counts are buffered and merged
-when the buffer outgrows the table (or 65,536 entries), so the buffer never holds more
-than about the table's size (amortised ``O(V log V)`` work).
+when the buffer outgrows the table (or 4,096 entries, or 64 chunks), so the buffer
+never holds more than about the table's size (amortised ``O(V log V)`` work).
 
 >>> c = KeyCounter()
 >>> c.add(np.array([5, 3, 5, 9])); c.add(np.array([5, 9]))
@@ -36,12 +36,13 @@ __all__ = ["KeyCounter", "FieldVocab"]
 class KeyCounter:
     """Exact counts of int64 keys, merged lazily (see the module docstring)."""
 
-    def __init__(self, merge_floor: int = 1 << 16):
+    def __init__(self, merge_floor: int = 4096, max_pending: int = 64):
         self._keys = np.zeros(0, dtype=np.int64)
         self._counts = np.zeros(0, dtype=np.int64)
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_n = 0
         self._floor = merge_floor
+        self._max_pending = max_pending
 
     def add(self, keys: np.ndarray) -> None:
         """Count every entry of ``keys`` ``(n,)``."""
@@ -50,7 +51,7 @@ class KeyCounter:
         u, c = np.unique(np.asarray(keys, dtype=np.int64), return_counts=True)
         self._pending.append((u, c.astype(np.int64)))
         self._pending_n += len(u)
-        if self._pending_n > max(len(self._keys), self._floor):
+        if self._pending_n > max(len(self._keys), self._floor) or len(self._pending) > self._max_pending:
             self._merge()
 
     def _merge(self) -> None:
