@@ -1,0 +1,123 @@
+"""``python -m adaref.bench model``: AdaEnsemble throughput against its FLOPs.
+
+At B = 4096, F = 39, D = 16, L = 4, float32, paper preset (random ids; a randomly
+initialised model): inference (evaluation mode, hard exit of Algorithm 1, or full depth
+without the controller) and training steps (forward in the training form, log-loss plus
+regularisers, backward, an Adam step) in examples/s for k = 1..5 with and without the
+controller, beside the FLOPs ratio; the share of a step spent in dispatch and combine;
+and the Numba vs NumPy-twin kernels at k = 3.
+
+Sparsity pays if time ratios track FLOPs ratios (the target is within 25%).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+from adaref import kernels, no_grad, ops
+from adaref.model import AdaEnsemble, model_config
+from adaref.model import dispatcher
+from adaref.optim import Adam
+
+
+@contextmanager
+def _timed_dispatch(acc: list[float]):
+    """Add the time spent in dispatch/combine (forward and backward) to acc[0]."""
+    originals = {}
+    for cls in (dispatcher.DispatchRows, dispatcher.Combine):
+        for name in ("forward", "backward"):
+            fn = getattr(cls, name)
+            originals[(cls, name)] = fn
+
+            def wrapped(self, *a, _fn=fn, **kw):
+                t = time.perf_counter()
+                try:
+                    return _fn(self, *a, **kw)
+                finally:
+                    acc[0] += time.perf_counter() - t
+
+            setattr(cls, name, wrapped)
+    try:
+        yield
+    finally:
+        for (cls, name), fn in originals.items():
+            setattr(cls, name, fn)
+
+
+def _loss(out, labels):
+    p = ops.clip(out.prob, 1e-7, 1 - 1e-7)
+    loss = -(ops.log(p) * labels + ops.log(1.0 - p) * (1 - labels)).mean() + out.expert_loss * 0.01
+    return loss + out.depth_loss * 0.01 if out.depth_loss is not None else loss
+
+
+def measure(model: AdaEnsemble, ids, labels, k: int, repeats: int) -> dict:
+    rng = np.random.default_rng(0)
+    opt = Adam(model.named_parameters(), lr=1e-3)
+    res = {}
+    model.eval()
+    with no_grad():
+        out = model(ids, k=k)                                   # warm-up (JIT, caches)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            out = model(ids, k=k)
+        res["infer"] = len(ids) * repeats / (time.perf_counter() - t)
+    res["flops_infer"] = out.flops.mean()
+    model.train()
+    acc = [0.0]
+
+    def step():
+        model.zero_grad()
+        o = model(ids, k=k, rng=rng)
+        _loss(o, labels).backward()
+        opt.step()
+        return o
+
+    step()
+    with _timed_dispatch(acc):
+        t = time.perf_counter()
+        for _ in range(repeats):
+            out = step()
+        elapsed = time.perf_counter() - t
+    res["train"] = len(ids) * repeats / elapsed
+    res["flops_train"] = out.flops.mean()
+    res["dispatch_share"] = acc[0] / elapsed
+    return res
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m adaref.bench model", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--ks", default="1,2,3,4,5", help="comma-separated k values")
+    args = p.parse_args(argv)
+    F, D, L, B = 39, 16, 4, args.batch
+    vocab = [1000] * F
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 1000, size=(B, F))
+    labels = rng.integers(0, 2, size=B).astype(np.float32)
+    print(f"B = {B}, F = {F}, D = {D}, L = {L}, float32, paper preset, kernels: {kernels.backend()}")
+    head = (f"{'k':>2} {'controller':>10} {'infer ex/s':>11} {'FLOPs':>7} {'train ex/s':>11} "
+            f"{'FLOPs':>7} {'t/t(k=5)':>9} {'F/F(k=5)':>9} {'disp+comb':>10}")
+    print(head + "\n" + "-" * len(head))
+    rows = []
+    for controller in (True, False):
+        for k in [int(v) for v in args.ks.split(",")]:
+            cfg = model_config("paper", dim=D, num_layers=L,
+                               controller={"enabled": controller})
+            model = AdaEnsemble(cfg, vocab, rng=np.random.default_rng(0), dtype=np.float32)
+            r = measure(model, ids, labels, k, args.repeats)
+            rows.append((k, controller, r))
+    base = {c: next(r for k, cc, r in rows if cc == c and k == max(kk for kk, _, _ in rows)) for c in (True, False)}
+    for k, controller, r in rows:
+        b = base[controller]
+        print(f"{k:>2} {('yes' if controller else 'no'):>10} {r['infer']:>11,.0f} {r['flops_infer'] / 1e6:>6.2f}M "
+              f"{r['train']:>11,.0f} {r['flops_train'] / 1e6:>6.2f}M "
+              f"{b['infer'] / r['infer']:>9.2f} {r['flops_infer'] / b['flops_infer']:>9.2f} "
+              f"{100 * r['dispatch_share']:>9.1f}%")
+    print("\nt/t(k=5): inference time relative to k = 5 (same controller setting); F/F: the FLOPs ratio.")
+    print("disp+comb: share of a training step spent in dispatch and combine (forward + backward).")
+    return 0
