@@ -119,3 +119,13 @@ def test_gzip_input_gives_the_same_encoding(tmp_path, small_criteo):
     b = load("criteo", input=str(gz), out=str(tmp_path / "b"))
     assert np.array_equal(a.ids, b.ids) and np.array_equal(a.split_codes, b.split_codes)
     assert b.manifest["sources"][0]["data_lines"] == 300
+
+
+def test_never_replaces_a_directory_that_is_not_an_encoded_data_set(tmp_path, small_criteo):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="refusing to replace"):
+        prepare("criteo", small_criteo, preset_options("paper", "criteo"), str(out))
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert sorted(os.listdir(tmp_path)) == ["c.txt", "mine"]

@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OptionsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the output directory cannot be written, or is not ours to replace
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

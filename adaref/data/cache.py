@@ -33,7 +33,7 @@ import zlib
 import numpy as np
 
 __all__ = ["FORMAT_VERSION", "ARRAYS", "fingerprint", "cache_key", "read_manifest", "is_complete",
-           "write_json", "BuildDir", "NpyWriter"]
+           "write_json", "check_replaceable", "BuildDir", "NpyWriter"]
 
 #: Bumped whenever the encoding of the same input and options changes.
 FORMAT_VERSION = 1
@@ -112,15 +112,36 @@ def write_json(path: str, obj) -> None:
         f.write("\n")
 
 
+def _replaceable(path: str) -> bool:
+    """Whether ``path`` may be replaced by a build: an empty directory, or one holding
+    only files of the layout (plus ``probs.npy``/``terms.npy`` of synthetic data)."""
+    if not os.path.isdir(path):
+        return False
+    names = set(os.listdir(path))
+    if not names:
+        return True
+    return "manifest.json" in names and names <= set(ARRAYS) | {"probs.npy", "terms.npy"}
+
+
+def check_replaceable(path: str) -> None:
+    """Raise ``FileExistsError`` when ``path`` exists and a build must not replace it."""
+    if os.path.exists(path) and not _replaceable(path):
+        raise FileExistsError(
+            f"{os.path.abspath(path)} exists and is not an adaref data directory (no manifest.json, or other "
+            f"files in it); refusing to replace it -- choose another output directory")
+
+
 class BuildDir:
     """A temporary sibling of ``final``; :meth:`commit` renames it into place.
 
     Used as a context manager: on an exception the temporary directory is removed
-    and ``final`` is left as it was.
+    and ``final`` is left as it was. An existing ``final`` is only ever replaced when
+    it is empty or an encoded data set (never a user's other directory).
     """
 
     def __init__(self, final: str):
         self.final = os.path.abspath(final)
+        check_replaceable(self.final)
         parent = os.path.dirname(self.final)
         os.makedirs(parent, exist_ok=True)
         self.path = os.path.join(parent, f".{os.path.basename(self.final)}.tmp-{os.getpid()}")

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cache import FORMAT_VERSION, BuildDir, NpyWriter, cache_key, fingerprint, is_complete, read_manifest, write_json
+from .cache import (FORMAT_VERSION, BuildDir, NpyWriter, cache_key, check_replaceable, fingerprint, is_complete,
+                    read_manifest, write_json)
 from .config import DataOptions, OptionsError, TransformOptions
 from .progress import Progress
 from .readers import DataFormatError, RawReader
@@ -132,6 +133,7 @@ def prepare(dataset: str, paths, options: DataOptions, out: str, preset: str | N
         raise OptionsError("prepare: no input file given")
     topts = options.transform
     plans = plan_fields(schema, topts)
+    check_replaceable(out)
     t_start = time.perf_counter()
 
     # pass 0: fingerprints
