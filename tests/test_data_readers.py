@@ -155,10 +155,15 @@ def test_avazu_bad_hour_and_bad_hex(tmp_path):
         read_all([p], "avazu")
 
 
-def test_ipinyou_wrong_field_count_in_quoted_csv(tmp_path):
+def test_ipinyou_wrong_field_count_and_bad_quoting_in_quoted_csv(tmp_path):
     p = write(tmp_path, "i.csv", IPINYOU_HEADER + "\n" + ipinyou_line(tags="10063,10006") + "\n")
     with pytest.raises(DataFormatError, match=r"i.csv:2: expected 18 comma-separated fields, got 19"):
         read_all([p], "ipinyou")
+    p = write(tmp_path, "j.csv", IPINYOU_HEADER + "\n" + ipinyou_line() + "\n" + ipinyou_line(tags='"10063"x') + "\n")
+    with pytest.raises(DataFormatError, match=r"j.csv:3: malformed CSV quoting"):
+        read_all([p], "ipinyou")
+    r, recs = read_all([p], "ipinyou", on_bad_line="skip")
+    assert r.bad.counts == {"malformed CSV quoting": 1} and len(recs[0].labels) == 1
 
 
 @pytest.mark.parametrize("dataset,content,message,mode", [
@@ -202,3 +207,31 @@ def test_truncated_gzip_is_a_data_error(tmp_path):
     p = write(tmp_path, "c.txt.gz", data[: len(data) // 2])
     with pytest.raises(DataFormatError, match="c.txt.gz: cannot read"):
         read_all([p], "criteo")
+
+
+_BAD_KINDS = {
+    "int": lambda: criteo_line(ints=["x1"] + ["0"] * 12),
+    "label": lambda: criteo_line(label="3"),
+    "hex": lambda: criteo_line(cats=["zzzzzzzz"] + ["0" * 8] * 25),
+    "short": lambda: "0\t1\t2",
+}
+
+
+@given(st.lists(st.one_of(st.integers(0, 10**6), st.sampled_from(sorted(_BAD_KINDS))), min_size=1, max_size=60),
+       st.integers(1024, 3000))
+def test_skip_keeps_exactly_the_good_lines_and_strict_stops_at_the_first_bad(tmp_path_factory, kinds, chunk):
+    tmp = tmp_path_factory.mktemp("mix")
+    lines = [criteo_line(ints=[str(k)] * 13) if isinstance(k, int) else _BAD_KINDS[k]() for k in kinds]
+    p = tmp / "c.txt"
+    p.write_text("\n".join(lines) + "\n")
+    r, recs = read_all([str(p)], "criteo", on_bad_line="skip", chunk_bytes=chunk)
+    good = [k for k in kinds if isinstance(k, int)]
+    got = np.concatenate([x.columns["I3"].values for x in recs]).tolist() if recs else []
+    assert got == good
+    assert r.bad.total == len(kinds) - len(good)
+    first_bad = next((i for i, k in enumerate(kinds) if not isinstance(k, int)), None)
+    if first_bad is None:
+        read_all([str(p)], "criteo", chunk_bytes=chunk)
+    else:
+        with pytest.raises(DataFormatError, match=rf"c.txt:{first_bad + 1}: "):
+            read_all([str(p)], "criteo", chunk_bytes=chunk)

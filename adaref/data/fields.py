@@ -96,7 +96,8 @@ def split_quoted(lines: list[bytes], delimiter: str, ncols: int):
     """Quoted-CSV lines to per-column matrices (slow path, for the iPinYou form).
 
     Returns ``(columns, good, field_counts)``: ``columns[j]`` is ``(chars, lengths)``
-    over the ``good`` lines (those with ``ncols`` fields), as in :class:`FieldSplit`.
+    over the ``good`` lines (those with ``ncols`` fields), as in :class:`FieldSplit`;
+    a line whose quoting is malformed has field count -1.
     Lines must already be valid UTF-8 without NUL bytes.
 
     >>> cols, good, counts = split_quoted([b'a,"x,y"\\n', b'b\\n'], ",", 2)
@@ -108,9 +109,10 @@ def split_quoted(lines: list[bytes], delimiter: str, ncols: int):
     good = []
     for i, line in enumerate(lines):
         try:
-            fields = next(csv.reader([line.decode("utf-8").rstrip("\n")], delimiter=delimiter, strict=True))
-        except (csv.Error, StopIteration):
-            fields = []
+            fields = next(csv.reader([line.decode("utf-8").rstrip("\n")], delimiter=delimiter, strict=True), [])
+        except csv.Error:
+            counts[i] = -1  # malformed quoting
+            continue
         counts[i] = len(fields)
         if len(fields) == ncols:
             good.append(i)

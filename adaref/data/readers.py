@@ -244,6 +244,8 @@ class RawReader:
                     continue
                 if buf[int(starts[i]):int(starts[i]) + 1] == b"\n":
                     line_bad[i] = ("empty line", "empty line")
+                elif counts[i] < 0:
+                    line_bad[i] = ("malformed CSV quoting", "malformed CSV quoting")
                 else:
                     line_bad[i] = ("wrong number of fields",
                                    f"expected {ncols} {sep}-separated fields, got {int(counts[i])}")
