@@ -50,6 +50,7 @@ def test_sample_path_resolution_env_override_and_missing(tmp_path, monkeypatch):
 
 def test_cli_sample_criteo_prints_summary_and_reuses_cache(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # default output under ./.adaref_cache, as from a fresh clone
+    monkeypatch.delenv("ADAREF_CACHE", raising=False)
     assert main(["prepare", "--sample", "criteo", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "prepared criteo (preset paper)" in out and "10,181 encoded" in out

@@ -117,13 +117,100 @@ def _rate(pos: float, n: int) -> float | None:
     return None if n == 0 else round(pos / n, 6)
 
 
+def _fingerprint_sources(paths: list[str], schema: Schema, progress: bool, stream) -> list[dict]:
+    """Pass 0: size, sha256 and data-line count of every input file."""
+    for p in paths:
+        if not os.path.isfile(p):
+            raise DataFormatError(f"{p}: no such file")
+    prog = Progress("pass 0 sha256", sum(os.path.getsize(p) for p in paths), stream=stream, enabled=progress,
+                    unit="bytes")
+    sources, base = [], 0
+    for p in paths:
+        fp = fingerprint(p, has_header=schema.header is not None,
+                         on_progress=lambda done, b=base: prog.update(0, b + done))
+        if fp["size"] == 0:
+            raise DataFormatError(f"{p}: empty file")
+        sources.append(fp)
+        base += fp["size"]
+    prog.close()
+    return sources
+
+
+def _count_pass(dataset, paths, schema, options: DataOptions, plans, lines_per_file, progress, stream):
+    """Pass 1: parse everything, count each field's keys on the training split only.
+
+    Returns ``(vocabs, token_tables, n_rows, bad_lines)``."""
+    topts = options.transform
+    n_lines = sum(lines_per_file)
+    assigner = SplitAssigner(options.split, lines_per_file)
+    counters = [KeyCounter() for _ in plans]
+    token_tables: dict = {}
+    reader = RawReader(paths, schema, options.read, token_tables)
+    prog = Progress("pass 1/2 count", n_lines, stream=stream, enabled=progress)
+    n_rows = 0
+    for rec in reader:
+        train = assigner.codes_for(rec.data_index) == 0
+        for plan, counter in zip(plans, counters):
+            keys, missing = field_keys(plan, rec.columns[plan.column], topts)
+            counter.add(keys[train & ~missing])
+        n_rows += len(rec.labels)
+        prog.update(n_rows, int(rec.data_index[-1]) + 1)
+    prog.close()
+    if reader.lines_per_file != lines_per_file:
+        raise DataFormatError(f"{paths[0]}: the input changed while it was read (line counts differ)")
+    if n_rows == 0:
+        raise DataFormatError(f"{paths[0]}: no valid data line ({reader.bad.total} bad lines); "
+                              f"is it really a {dataset} file?")
+    vocabs = [_build_vocab(plan, *counter.result(), topts) for plan, counter in zip(plans, counters)]
+    for t in token_tables.values():
+        t.frozen = True  # pass 2 maps values unseen in pass 1 to OOV instead of growing the tables
+    return vocabs, token_tables, n_rows, reader.bad
+
+
+def _encode_pass(directory, paths, schema, options: DataOptions, plans, vocabs, token_tables, n_rows,
+                 lines_per_file, progress, stream) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 2: parse again and append ids, labels and split codes to ``directory``.
+
+    Returns per-split row counts and positives, ``(3,)`` each."""
+    ids = NpyWriter(os.path.join(directory, "ids.npy"), np.int32, (n_rows, len(plans)))
+    labels = NpyWriter(os.path.join(directory, "labels.npy"), np.float32, (n_rows,))
+    split = NpyWriter(os.path.join(directory, "split.npy"), np.int8, (n_rows,))
+    assigner = SplitAssigner(options.split, lines_per_file)
+    prog = Progress("pass 2/2 encode", sum(lines_per_file), stream=stream, enabled=progress)
+    row = 0
+    positives = np.zeros(3)
+    counts = np.zeros(3, dtype=np.int64)
+    for rec in RawReader(paths, schema, options.read, token_tables):
+        b = len(rec.labels)
+        if row + b > n_rows:
+            raise DataFormatError(f"{paths[0]}: the input changed while it was read (more rows than counted)")
+        codes = assigner.codes_for(rec.data_index)
+        block = np.empty((b, len(plans)), dtype=np.int32)                   # (B, F)
+        for j, (plan, vocab) in enumerate(zip(plans, vocabs)):
+            keys, missing = field_keys(plan, rec.columns[plan.column], options.transform)
+            block[:, j] = vocab.encode(keys, missing)
+        ids.write(block)
+        labels.write(rec.labels)
+        split.write(codes)
+        counts += np.bincount(codes, minlength=3)
+        positives += np.bincount(codes, weights=rec.labels, minlength=3)
+        row += b
+        prog.update(row, int(rec.data_index[-1]) + 1)
+    prog.close()
+    if row != n_rows:
+        raise DataFormatError(f"{paths[0]}: the input changed while it was read ({row} rows, {n_rows} counted)")
+    ids.close(), labels.close(), split.close()
+    return counts, positives
+
+
 def prepare(dataset: str, paths, options: DataOptions, out: str, preset: str | None = None,
             progress: bool = False, rebuild: bool = False, stream=None) -> dict:
     """Encode ``paths`` (one data stream, in order) into directory ``out``; return the manifest.
 
     Reuses ``out`` when its manifest has the same cache key (``manifest["reused"]`` is
     then ``True``) unless ``rebuild``. Raises :class:`DataFormatError` on bad input in
-    strict mode, with nothing written under ``out``.
+    strict mode, with nothing written under ``out``; never replaces an ``out`` that is
+    not an encoded data set.
     """
     if dataset not in SCHEMAS:
         raise OptionsError(f"unknown dataset {dataset!r}; choose one of {', '.join(SCHEMAS)}")
@@ -136,21 +223,7 @@ def prepare(dataset: str, paths, options: DataOptions, out: str, preset: str | N
     check_replaceable(out)
     t_start = time.perf_counter()
 
-    # pass 0: fingerprints
-    total_bytes = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
-    for p in paths:
-        if not os.path.isfile(p):
-            raise DataFormatError(f"{p}: no such file")
-    prog = Progress("pass 0 sha256", total_bytes, stream=stream, enabled=progress, unit="bytes")
-    sources, base = [], 0
-    for p in paths:
-        fp = fingerprint(p, has_header=schema.header is not None,
-                         on_progress=lambda done, b=base: prog.update(0, b + done))
-        if fp["size"] == 0:
-            raise DataFormatError(f"{p}: empty file")
-        sources.append(fp)
-        base += fp["size"]
-    prog.close()
+    sources = _fingerprint_sources(paths, schema, progress, stream)
     key = cache_key(dataset, [s["sha256"] for s in sources], options.to_dict())
     old = read_manifest(out)
     if not rebuild and old is not None and old.get("cache_key") == key and is_complete(out):
@@ -161,70 +234,13 @@ def prepare(dataset: str, paths, options: DataOptions, out: str, preset: str | N
     if n_lines == 0:
         raise DataFormatError(f"{paths[0]}: no data lines (empty apart from a header)")
 
-    # pass 1: count levels on the training split
-    assigner = SplitAssigner(options.split, lines_per_file)
-    counters = [KeyCounter() for _ in plans]
-    token_tables: dict = {}
-    reader = RawReader(paths, schema, options.read, token_tables)
-    prog = Progress("pass 1/2 count", n_lines, stream=stream, enabled=progress)
-    n_rows = 0
-    seen = 0
-    for rec in reader:
-        codes = assigner.codes_for(rec.data_index)
-        train = codes == 0
-        for plan, counter in zip(plans, counters):
-            keys, missing = field_keys(plan, rec.columns[plan.column], topts)
-            counter.add(keys[train & ~missing])
-        n_rows += len(rec.labels)
-        seen = int(rec.data_index[-1]) + 1
-        prog.update(n_rows, seen)
-    prog.close()
-    if reader.lines_per_file != lines_per_file:
-        raise DataFormatError(f"{paths[0]}: the input changed while it was read (line counts differ)")
-    if n_rows == 0:
-        raise DataFormatError(f"{paths[0]}: no valid data line ({reader.bad.total} bad lines); "
-                              f"is it really a {dataset} file?")
-    vocabs = [_build_vocab(plan, *counter.result(), topts) for plan, counter in zip(plans, counters)]
-    del counters
-    for t in token_tables.values():
-        t.frozen = True
-
-    # pass 2: encode into memory-mapped arrays, in a temporary directory
-    n_fields = len(plans)
+    vocabs, token_tables, n_rows, bad = _count_pass(dataset, paths, schema, options, plans, lines_per_file,
+                                                    progress, stream)
     with BuildDir(out) as build:
-        ids = NpyWriter(os.path.join(build.path, "ids.npy"), np.int32, (n_rows, n_fields))
-        labels = NpyWriter(os.path.join(build.path, "labels.npy"), np.float32, (n_rows,))
-        split = NpyWriter(os.path.join(build.path, "split.npy"), np.int8, (n_rows,))
-        assigner = SplitAssigner(options.split, lines_per_file)
-        reader2 = RawReader(paths, schema, options.read, token_tables)
-        prog = Progress("pass 2/2 encode", n_lines, stream=stream, enabled=progress)
-        row = 0
-        pos = np.zeros(3)
-        cnt = np.zeros(3, dtype=np.int64)
-        for rec in reader2:
-            b = len(rec.labels)
-            if row + b > n_rows:
-                raise DataFormatError(f"{paths[0]}: the input changed while it was read (more rows than counted)")
-            codes = assigner.codes_for(rec.data_index)
-            block = np.empty((b, n_fields), dtype=np.int32)
-            for j, (plan, vocab) in enumerate(zip(plans, vocabs)):
-                keys, missing = field_keys(plan, rec.columns[plan.column], topts)
-                block[:, j] = vocab.encode(keys, missing)
-            ids.write(block)
-            labels.write(rec.labels)
-            split.write(codes)
-            cnt += np.bincount(codes, minlength=3)
-            pos += np.bincount(codes, weights=rec.labels, minlength=3)
-            row += b
-            prog.update(row, int(rec.data_index[-1]) + 1)
-        prog.close()
-        if row != n_rows:
-            raise DataFormatError(f"{paths[0]}: the input changed while it was read ({row} rows, {n_rows} counted)")
-        ids.close(), labels.close(), split.close()
-
-        vocab_json = {"dataset": dataset, "fields": [
-            v.to_json(_shower(p, token_tables, topts)) for p, v in zip(plans, vocabs)]}
-        write_json(os.path.join(build.path, "vocab.json"), vocab_json)
+        counts, positives = _encode_pass(build.path, paths, schema, options, plans, vocabs, token_tables,
+                                         n_rows, lines_per_file, progress, stream)
+        write_json(os.path.join(build.path, "vocab.json"), {"dataset": dataset, "fields": [
+            v.to_json(_shower(p, token_tables, topts)) for p, v in zip(plans, vocabs)]})
         manifest = {
             "format_version": FORMAT_VERSION,
             "cache_key": key,
@@ -239,11 +255,11 @@ def prepare(dataset: str, paths, options: DataOptions, out: str, preset: str | N
             "id_layout": ("per-field local ids in [0, vocab_size); id 0 = OOV row (rare, unseen, missing "
                           "categorical); id 1 = missing numeric when numeric_missing='own_id' or a "
                           "quantile field"),
-            "rows": {"data_lines": n_lines, "encoded": n_rows, "skipped": reader.bad.to_dict()},
-            "splits": {name: {"rows": int(cnt[k]), "positives": int(pos[k]),
-                              "positive_rate": _rate(pos[k], int(cnt[k]))}
+            "rows": {"data_lines": n_lines, "encoded": n_rows, "skipped": bad.to_dict()},
+            "splits": {name: {"rows": int(counts[k]), "positives": int(positives[k]),
+                              "positive_rate": _rate(positives[k], int(counts[k]))}
                        for k, name in enumerate(SPLIT_NAMES)},
-            "positive_rate": _rate(pos.sum(), n_rows),
+            "positive_rate": _rate(positives.sum(), n_rows),
             "arrays": {"ids": "ids.npy", "labels": "labels.npy", "split": "split.npy", "vocab": "vocab.json"},
             "split_codes": {"0": "train", "1": "val", "2": "test"},
             "build_seconds": round(time.perf_counter() - t_start, 3),
@@ -252,4 +268,3 @@ def prepare(dataset: str, paths, options: DataOptions, out: str, preset: str | N
         build.commit()
     manifest["reused"] = False
     return manifest
-
