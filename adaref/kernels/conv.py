@@ -45,15 +45,19 @@ def _im2col_numpy(cols, x, pad_left):
 
 def _im2col_loop(cols, x, pad_left):
     nb, length, c = x.shape
-    t_out = cols.shape[1]
-    width = cols.shape[2] // c
+    t_out, kc = cols.shape[1], cols.shape[2]
     for b in range(nb):
+        xb = x[b].reshape(length * c)                               # (L*C,) a view
         for t in range(t_out):
-            for j in range(width):
-                s = t + j - pad_left
-                inside = 0 <= s < length
-                for ch in range(c):
-                    cols[b, t, j * c + ch] = x[b, s, ch] if inside else 0.0
+            row = cols[b, t]                                        # (K*C,)
+            start = (t - pad_left) * c                              # window's first entry
+            if start >= 0 and start + kc <= length * c:             # inside: one copy
+                for e in range(kc):
+                    row[e] = xb[start + e]
+            else:                                                   # overlaps the padding
+                for e in range(kc):
+                    s = start + e
+                    row[e] = xb[s] if 0 <= s < length * c else 0.0
 
 
 def _col2im_numpy(gx, gcols, pad_left):
@@ -75,15 +79,16 @@ def _col2im_loop(gx, gcols, pad_left):
     t_out = gcols.shape[1]
     width = gcols.shape[2] // c
     for b in range(nb):
-        for s in range(length):
+        for s in range(length):                                     # gather per target
+            dst = gx[b, s]                                          # (C,)
             for ch in range(c):
-                gx[b, s, ch] = 0.0
-        for j in range(width):                                      # j outer: NumPy's order
-            for t in range(t_out):
-                s = t + j - pad_left
-                if 0 <= s < length:
+                dst[ch] = 0.0
+            for j in range(width):                                  # in order of j, as NumPy
+                t = s + pad_left - j
+                if 0 <= t < t_out:
+                    src = gcols[b, t]                               # (K*C,)
                     for ch in range(c):
-                        gx[b, s, ch] += gcols[b, t, j * c + ch]
+                        dst[ch] += src[j * c + ch]
 
 
 def _maxpool_forward_numpy(out, index, x, p):

@@ -1,0 +1,184 @@
+"""Benchmark of the five experts: ``python -m adaref.bench experts [options]``.
+
+For each expert (both presets' arrangements selectable) at B x F x D (default 4096 x
+39 x 16, float32), on the Numba path and on the NumPy-twin path:
+
+* forward time and forward+backward time (best of ``--repeats``, after a warm-up that
+  also compiles the Numba kernels);
+* achieved GFLOP/s: forward = flops() x B / time; forward+backward counts 3 x the
+  forward FLOPs (the usual convention: the backward pass of a matmul is two matmuls);
+* the Numba/NumPy speed-up (NumPy time / Numba time: > 1 means Numba is faster);
+
+and as the ceiling, the float32 rate NumPy's BLAS reaches for (B x FD) @ (FD x FD)
+(4096 x 624 @ 624 x 624 at the defaults). A second table times each kernel alone on
+its twin paths at the shapes the experts use. The header names the BLAS library and
+its threads (threadpoolctl if installed, else ``numpy.show_config`` and the
+environment). Nothing here changes the environment (e.g. ``OPENBLAS_CORETYPE``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from typing import Callable
+
+import numpy as np
+
+from adaref import Tensor, kernels
+from adaref.experts import EXPERTS, build_expert, expert_configs
+
+
+def blas_info() -> str:
+    """One line: BLAS library, version, threads, and relevant environment variables."""
+    env = ", ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ)
+                    if k.startswith(("OPENBLAS_", "OMP_", "MKL_", "NUMBA_NUM")))
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads, "
+                 f"{p.get('architecture')})" for p in threadpool_info() if p.get("user_api") == "blas"]
+        lib = "; ".join(pools) or "no BLAS pool found by threadpoolctl"
+    except ImportError:
+        try:
+            blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+            lib = f"{blas.get('name')} {blas.get('version')} (numpy.show_config; threadpoolctl " \
+                  f"not installed, threads: OpenBLAS default = {os.cpu_count()} cores unless set)"
+        except Exception as e:  # noqa: BLE001  (an informational header only)
+            lib = f"unknown ({type(e).__name__}: {e})"
+    return (f"BLAS: {lib}; env: {env or 'none'}; CPU: {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} cores; numpy {np.__version__}")
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()                                                   # warm-up (and JIT compile)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_ceiling(b: int, n: int, repeats: int) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((b, n), dtype=np.float32)
+    w = rng.standard_normal((n, n), dtype=np.float32)
+    t = best_time(lambda: a @ w, repeats)
+    return t, 2.0 * b * n * n / t / 1e9
+
+
+def time_expert(expert, x: np.ndarray, x0: np.ndarray, repeats: int) -> tuple[float, float]:
+    g = np.ones(x.shape, dtype=x.dtype)
+
+    def forward():
+        return expert(Tensor(x, requires_grad=True), Tensor(x0, requires_grad=True))
+
+    def forward_backward():
+        expert.zero_grad()
+        forward().backward(g)
+
+    return best_time(forward, repeats), best_time(forward_backward, repeats)
+
+
+def kernel_cases(b: int, f: int, d: int, dtype) -> list[tuple[str, str, Callable[[], None]]]:
+    """(kernel, shape, call) at the shapes the experts use."""
+    from adaref.kernels import attention as ka
+    from adaref.kernels import conv as kc
+    from adaref.kernels import hadamard as kh
+
+    rng = np.random.default_rng(1)
+    arr = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    n = f * d
+    z, u, g, out, gz, gu = (arr(b, n) for _ in range(6))
+    bias, gb = arr(n), arr(n)
+    heads, dh = 2, d // 2
+    q, k, v, o = (arr(b, f, heads, dh) for _ in range(4))
+    gq, gk, gv = (arr(b, f, heads, dh) for _ in range(3))
+    att = np.empty((b, heads, f, f), dtype=dtype)
+    mask = np.ones((b, f), dtype=bool)
+    ka.attention_forward(o, att, q, k, v, mask, 0.35)
+    x, width = arr(b, f, d), 3
+    cols, gx = np.empty((b, f, width * d), dtype=dtype), np.empty((b, f, d), dtype=dtype)
+    h = arr(b, f, d)
+    pooled, index = np.empty((b, f // 2, d), dtype=dtype), np.empty((b, f // 2, d), np.int64)
+    kc.maxpool_forward(pooled, index, h, 2)
+    gp = arr(b, f // 2, d)
+    return [
+        ("hadamard_forward", f"({b}, {n}) bias outside", lambda: kh.hadamard_forward(out, z, u, bias, 1)),
+        ("hadamard_backward", f"({b}, {n}) bias outside",
+         lambda: kh.hadamard_backward(gz, gu, gb, g, z, u, bias, 1)),
+        ("bias_act_forward", f"({b}, {n}) relu", lambda: kh.bias_act_forward(out, z, bias, 1)),
+        ("bias_act_backward", f"({b}, {n}) relu", lambda: kh.bias_act_backward(gz, gb, g, z, 1)),
+        ("attention_forward", f"({b}, {f}, {heads}, {dh})",
+         lambda: ka.attention_forward(o, att, q, k, v, mask, 0.35)),
+        ("attention_backward", f"({b}, {f}, {heads}, {dh})",
+         lambda: ka.attention_backward(gq, gk, gv, o, q, k, v, att, 0.35)),
+        ("im2col", f"({b}, {f}, {d}) K={width} same", lambda: kc.im2col(cols, x, 1)),
+        ("col2im", f"({b}, {f}, {d}) K={width} same", lambda: kc.col2im(gx, cols, 1)),
+        ("maxpool_forward", f"({b}, {f}, {d}) p=2", lambda: kc.maxpool_forward(pooled, index, h, 2)),
+        ("maxpool_backward", f"({b}, {f}, {d}) p=2", lambda: kc.maxpool_backward(gx, gp, index, 2)),
+    ]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adaref.bench experts", description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", "-B", type=int, default=4096)
+    parser.add_argument("--fields", "-F", type=int, default=39)
+    parser.add_argument("--dim", "-D", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs; the best is reported")
+    parser.add_argument("--preset", choices=["paper", "upstream"], default="paper")
+    parser.add_argument("--experts", default=",".join(EXPERTS), help="comma-separated names")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--no-kernels", action="store_true", help="skip the per-kernel table")
+    args = parser.parse_args(argv)
+    names = [n for n in args.experts.split(",") if n]
+    unknown = [n for n in names if n not in EXPERTS]
+    if unknown:
+        parser.error(f"unknown expert(s) {', '.join(unknown)}; known: {', '.join(EXPERTS)}")
+    b, f, d, dtype = args.batch, args.fields, args.dim, np.dtype(args.dtype)
+
+    print(blas_info())
+    t_mm, ceiling = matmul_ceiling(b, f * d, args.repeats)
+    print(f"ceiling: {args.dtype} ({b} x {f * d}) @ ({f * d} x {f * d}) in {t_mm * 1e3:.2f} ms "
+          f"= {ceiling:.1f} GFLOP/s")
+    print(f"experts ({args.preset} preset), B={b}, F={f}, D={d}, {args.dtype}, best of "
+          f"{args.repeats}; fwd+bwd GFLOP/s counts 3 x forward FLOPs; % = of the ceiling\n")
+    header = (f"{'expert':<7} {'MFLOP/ex':>9} | {'numba fwd ms':>12} {'GF/s':>6} {'fwd+bwd ms':>10} "
+              f"{'GF/s':>6} {'%ceil':>6} | {'numpy fwd ms':>12} {'GF/s':>6} {'fwd+bwd ms':>10} "
+              f"{'GF/s':>6} {'%ceil':>6} | {'speedup fwd':>11} {'fwd+bwd':>7}")
+    print(header)
+    print("-" * len(header))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((b, f, d)).astype(dtype)
+    x0 = rng.standard_normal((b, f, d)).astype(dtype)
+    configs = expert_configs(args.preset)
+    for name in names:
+        expert = build_expert(name, configs[name], f, d, rng=np.random.default_rng(0), dtype=dtype)
+        flops = expert.flops()
+        row = f"{name:<7} {flops / 1e6:>9.3f} |"
+        times = {}
+        for backend in kernels.BACKENDS:
+            with kernels.use_backend(backend):
+                t_f, t_fb = time_expert(expert, x, x0, args.repeats)
+            times[backend] = (t_f, t_fb)
+            gf, gfb = flops * b / t_f / 1e9, 3 * flops * b / t_fb / 1e9
+            row += (f" {t_f * 1e3:>12.2f} {gf:>6.1f} {t_fb * 1e3:>10.2f} {gfb:>6.1f} "
+                    f"{100 * gfb / ceiling:>5.0f}% |")
+        (nf, nfb), (pf, pfb) = times["numba"], times["numpy"]
+        row += f" {pf / nf:>11.2f} {pfb / nfb:>7.2f}"
+        print(row, flush=True)
+
+    if not args.no_kernels:
+        print(f"\nkernels alone ({args.dtype}); speedup = NumPy time / Numba time")
+        header = f"{'kernel':<19} {'shape':<26} {'numba ms':>9} {'numpy ms':>9} {'speedup':>8}"
+        print(header)
+        print("-" * len(header))
+        for kname, shape, call in kernel_cases(b, f, d, dtype):
+            t = {}
+            for backend in kernels.BACKENDS:
+                with kernels.use_backend(backend):
+                    t[backend] = best_time(call, args.repeats)
+            print(f"{kname:<19} {shape:<26} {t['numba'] * 1e3:>9.2f} {t['numpy'] * 1e3:>9.2f} "
+                  f"{t['numpy'] / t['numba']:>8.2f}", flush=True)
+    return 0
