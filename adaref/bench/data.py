@@ -58,8 +58,12 @@ def _in_child(*args: str) -> dict:
     ``ru_maxrss`` across fork and exec, so a child's peak also covers the parent's
     memory at the moment it was started (here only the interpreter and imports).
     """
+    # glibc raises its mmap threshold after big frees and then keeps freed chunk-sized
+    # blocks in the heap, so RSS would drift with allocation history; a fixed threshold
+    # returns every large block at once and RSS tracks live memory (no effect elsewhere).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "1048576")}
     proc = subprocess.run([sys.executable, "-m", "adaref.bench", "data", *args],
-                          stdout=subprocess.PIPE, text=True, check=True)
+                          stdout=subprocess.PIPE, text=True, check=True, env=env)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
