@@ -46,8 +46,10 @@ def blas_info() -> str:
                   f"not installed, threads: OpenBLAS default = {os.cpu_count()} cores unless set)"
         except Exception as e:  # noqa: BLE001  (an informational header only)
             lib = f"unknown ({type(e).__name__}: {e})"
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return (f"BLAS: {lib}; env: {env or 'none'}; CPU: {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores; numpy {np.__version__}")
+            f"{os.cpu_count()} cores, load average {load} (other processes skew timings); "
+            f"numpy {np.__version__}")
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:

@@ -57,13 +57,16 @@ def _hadamard_forward_numpy(out, z, u, b, mode):
 def _hadamard_forward_loop(out, z, u, b, mode):
     n, m = z.shape
     for i in range(n):
-        for j in range(m):
-            if mode == 2:
-                out[i, j] = (z[i, j] + b[j]) * u[i, j]
-            elif mode == 1:
-                out[i, j] = u[i, j] * z[i, j] + b[j]
-            else:
-                out[i, j] = u[i, j] * z[i, j]
+        orow, zrow, urow = out[i], z[i], u[i]         # (M,) views
+        if mode == 2:
+            for j in range(m):
+                orow[j] = (zrow[j] + b[j]) * urow[j]
+        elif mode == 1:
+            for j in range(m):
+                orow[j] = urow[j] * zrow[j] + b[j]
+        else:
+            for j in range(m):
+                orow[j] = urow[j] * zrow[j]
 
 
 def _hadamard_backward_numpy(gz, gu, gb, g, z, u, b, mode):
@@ -90,17 +93,22 @@ def _hadamard_backward_loop(gz, gu, gb, g, z, u, b, mode):
         for j in range(m):
             gb[j] = 0.0
     for i in range(n):
-        for j in range(m):
-            gij = g[i, j]
-            gzij = gij * u[i, j]
-            gz[i, j] = gzij
-            if mode == 2:
-                gu[i, j] = gij * (z[i, j] + b[j])
-                gb[j] += gzij
-            else:
-                gu[i, j] = gij * z[i, j]
-                if mode == 1:
-                    gb[j] += gij
+        gzrow, gurow, grow, zrow, urow = gz[i], gu[i], g[i], z[i], u[i]   # (M,) views
+        if mode == 2:
+            for j in range(m):
+                gzj = grow[j] * urow[j]
+                gzrow[j] = gzj
+                gurow[j] = grow[j] * (zrow[j] + b[j])
+                gb[j] += gzj
+        elif mode == 1:
+            for j in range(m):
+                gzrow[j] = grow[j] * urow[j]
+                gurow[j] = grow[j] * zrow[j]
+                gb[j] += grow[j]
+        else:
+            for j in range(m):
+                gzrow[j] = grow[j] * urow[j]
+                gurow[j] = grow[j] * zrow[j]
 
 
 hadamard_forward = Kernel("hadamard_forward", _hadamard_forward_numpy, _hadamard_forward_loop)
@@ -121,11 +129,14 @@ def _bias_act_forward_numpy(out, z, b, act):
 def _bias_act_forward_loop(out, z, b, act):
     n, m = z.shape
     for i in range(n):
-        for j in range(m):
-            v = z[i, j] + b[j]
-            if act == 1 and not v > 0.0:
-                v = 0.0 if v == v else v              # NaN propagates, as np.maximum
-            out[i, j] = v
+        orow, zrow = out[i], z[i]                     # (M,) views: a branch-free loop
+        if act == 1:
+            for j in range(m):
+                v = zrow[j] + b[j]
+                orow[j] = v if not v <= 0.0 else 0.0  # NaN propagates, as np.maximum
+        else:
+            for j in range(m):
+                orow[j] = zrow[j] + b[j]
 
 
 def _bias_act_backward_numpy(gz, gb, g, y, act):
@@ -146,12 +157,16 @@ def _bias_act_backward_loop(gz, gb, g, y, act):
     for j in range(m):
         gb[j] = 0.0
     for i in range(n):
+        gzrow, grow, yrow = gz[i], g[i], y[i]         # (M,) views
+        if act == 1:
+            for j in range(m):
+                v = grow[j]
+                gzrow[j] = v if yrow[j] > 0.0 else 0.0 * v   # 0 * g, as g * False in NumPy
+        else:
+            for j in range(m):
+                gzrow[j] = grow[j]
         for j in range(m):
-            v = g[i, j]
-            if act == 1 and not y[i, j] > 0.0:
-                v = 0.0 * v                           # 0 * g, as g * False in NumPy
-            gz[i, j] = v
-            gb[j] += v
+            gb[j] += gzrow[j]
 
 
 bias_act_forward = Kernel("bias_act_forward", _bias_act_forward_numpy, _bias_act_forward_loop)
