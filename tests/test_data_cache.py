@@ -129,3 +129,16 @@ def test_never_replaces_a_directory_that_is_not_an_encoded_data_set(tmp_path, sm
         prepare("criteo", small_criteo, preset_options("paper", "criteo"), str(out))
     assert (out / "notes.txt").read_text() == "keep me"
     assert sorted(os.listdir(tmp_path)) == ["c.txt", "mine"]
+
+
+def test_two_builds_of_the_same_directory_both_land(tmp_path):
+    from adaref.data.cache import BuildDir
+    final = tmp_path / "d"
+    a, b = BuildDir(str(final)), BuildDir(str(final))
+    for build, text in ((a, "a"), (b, "b")):
+        with open(os.path.join(build.path, "manifest.json"), "w") as f:
+            f.write(text)
+    a.commit()
+    b.commit()
+    assert (final / "manifest.json").read_text() == "b"
+    assert sorted(os.listdir(tmp_path)) == ["d"]

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import zlib
 
 import numpy as np
@@ -144,21 +145,34 @@ class BuildDir:
         check_replaceable(self.final)
         parent = os.path.dirname(self.final)
         os.makedirs(parent, exist_ok=True)
-        self.path = os.path.join(parent, f".{os.path.basename(self.final)}.tmp-{os.getpid()}")
-        if os.path.exists(self.path):
-            shutil.rmtree(self.path)
-        os.makedirs(self.path)
+        self.path = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(self.final)}.tmp-")
 
     def commit(self) -> None:
-        old = None
-        if os.path.exists(self.final):
-            old = os.path.join(os.path.dirname(self.final), f".{os.path.basename(self.final)}.old-{os.getpid()}")
-            if os.path.exists(old):
-                shutil.rmtree(old)
-            os.rename(self.final, old)
-        os.rename(self.path, self.final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        """Rename the build into place, moving an existing ``final`` aside first.
+
+        Two processes building the same directory at once (same input and options,
+        so the same content) may race: whichever rename loses retries, and the last
+        complete build stays.
+        """
+        parent, name = os.path.dirname(self.final), os.path.basename(self.final)
+        for attempt in range(5):
+            old = None
+            if os.path.exists(self.final):
+                old = f"{self.path}.old"
+                try:
+                    os.rename(self.final, old)
+                except FileNotFoundError:
+                    old = None  # another process moved it away first
+            try:
+                os.rename(self.path, self.final)
+            except OSError:
+                if attempt == 4:
+                    raise
+                continue  # another build landed between our two renames
+            finally:
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            return
 
     def __enter__(self) -> "BuildDir":
         return self
