@@ -47,9 +47,13 @@ PRESETS = ("paper", "upstream")
 DATASETS = ("criteo", "avazu", "ipinyou")
 
 #: Rare-category threshold used for the bundled ~10k-row samples (instead of 20).
-#: With 7k training rows, "at least 20 occurrences" would send almost every value of
-#: the high-cardinality fields to the OOV row; "at least 2" removes exactly the
-#: values seen once in training, which no model can learn from, and keeps the rest.
+#: §4.1.1's 20 is meant for 31M training rows. On the Criteo sample (7,126 training
+#: rows, ``paper``, seed 0) the share of C1..C26 values that land on id 0 (missing
+#: included), train / test, and the number of categorical ids are:
+#: keep all: 11.4 % / 24.7 %, 34,352 ids; count >= 2: 24.6 % / 28.8 %, 9,896 ids;
+#: count >= 20: 44.8 % / 45.3 %, 698 ids. ">= 2" drops exactly the values seen once,
+#: which cannot be learned and would make the OOV row rarer in training than at test
+#: time, while keeping 71 % of test values on their own rows.
 SAMPLE_RARE_THRESHOLD = 2
 
 
