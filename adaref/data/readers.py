@@ -204,27 +204,10 @@ class RawReader:
 
     # -- chunk level -------------------------------------------------------------
     def _parse(self, buf: bytes, path: str, first_line: int, first_index: int, file_index: int):
+        """Parse one buffer of whole lines into :class:`Records` (``None`` if no line is good)."""
         schema = self.schema
         ncols = len(schema.columns)
-        n_lines = buf.count(b"\n")
-        line_bad: dict[int, tuple[str, str]] = {}  # line index -> (reason, message)
-
-        if b"\x00" in buf or not buf.isascii():
-            starts = line_starts(buf)
-            arr = np.frombuffer(buf, dtype=np.uint8)
-            for i in np.unique(np.searchsorted(starts, np.flatnonzero(arr == 0), side="right") - 1).tolist():
-                line_bad[i] = ("NUL byte", "NUL byte in the line")
-            high_lines = np.unique(np.searchsorted(starts, np.flatnonzero(arr >= 128), side="right") - 1)
-            ends = np.append(starts[1:], len(buf))
-            for i in high_lines.tolist():
-                if i in line_bad:
-                    continue
-                line = buf[starts[i]:ends[i]]
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    line_bad[i] = ("undecodable bytes", f"undecodable bytes (not UTF-8): {line[e.start:e.start + 8]!r}")
-
+        line_bad = _byte_checks(buf)  # line index -> (reason, message)
         if schema.quoted:
             lines = [ln + b"\n" for ln in buf.split(b"\n")[:-1]]
             for i in line_bad:
@@ -235,20 +218,7 @@ class RawReader:
             split = split_delimited(buf, schema.delimiter.encode(), ncols)
             good, counts = split.good, split.field_counts
             columns = None
-        sep = "tab" if schema.delimiter == "\t" else "comma"
-        wrong = np.flatnonzero(counts != ncols)
-        if len(wrong):
-            starts = line_starts(buf)
-            for i in wrong.tolist():
-                if i in line_bad:
-                    continue
-                if buf[int(starts[i]):int(starts[i]) + 1] == b"\n":
-                    line_bad[i] = ("empty line", "empty line")
-                elif counts[i] < 0:
-                    line_bad[i] = ("malformed CSV quoting", "malformed CSV quoting")
-                else:
-                    line_bad[i] = ("wrong number of fields",
-                                   f"expected {ncols} {sep}-separated fields, got {int(counts[i])}")
+        _field_count_checks(buf, counts, ncols, "tab" if schema.delimiter == "\t" else "comma", line_bad)
 
         # decode every column of the structurally good lines
         b = len(good)
@@ -300,3 +270,41 @@ class RawReader:
                 for j in self._feature_idx}
         return Records(labels, cols, first_index + good[keep], file_index)
 
+
+def _byte_checks(buf: bytes) -> dict:
+    """Lines of ``buf`` with a NUL byte or bytes that are not UTF-8 (fast when there are none)."""
+    line_bad: dict[int, tuple[str, str]] = {}
+    if b"\x00" not in buf and buf.isascii():
+        return line_bad
+    starts = line_starts(buf)
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    for i in np.unique(np.searchsorted(starts, np.flatnonzero(arr == 0), side="right") - 1).tolist():
+        line_bad[i] = ("NUL byte", "NUL byte in the line")
+    high_lines = np.unique(np.searchsorted(starts, np.flatnonzero(arr >= 128), side="right") - 1)
+    ends = np.append(starts[1:], len(buf))
+    for i in high_lines.tolist():
+        if i in line_bad:
+            continue
+        line = buf[starts[i]:ends[i]]
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line_bad[i] = ("undecodable bytes", f"undecodable bytes (not UTF-8): {line[e.start:e.start + 8]!r}")
+    return line_bad
+
+
+def _field_count_checks(buf: bytes, counts: np.ndarray, ncols: int, sep: str, line_bad: dict) -> None:
+    """Add the lines whose field count is not ``ncols`` to ``line_bad`` (first reason wins)."""
+    wrong = np.flatnonzero(counts != ncols)
+    if not len(wrong):
+        return
+    starts = line_starts(buf)
+    for i in wrong.tolist():
+        if i in line_bad:
+            continue
+        if buf[int(starts[i]):int(starts[i]) + 1] == b"\n":
+            line_bad[i] = ("empty line", "empty line")
+        elif counts[i] < 0:
+            line_bad[i] = ("malformed CSV quoting", "malformed CSV quoting")
+        else:
+            line_bad[i] = ("wrong number of fields", f"expected {ncols} {sep}-separated fields, got {int(counts[i])}")
