@@ -213,3 +213,18 @@ def test_constructor_rejects_bad_sizes_and_dtypes():
         build_expert("cross", {}, 0, 4, rng=RNG())
     with pytest.raises(DTypeError, match="PIN expert: dtype must be float32 or float64"):
         build_expert("pin", {}, 2, 4, rng=RNG(), dtype=np.int64)
+
+
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+@pytest.mark.parametrize("preset", ["paper", "upstream"])
+def test_an_empty_batch_gives_an_empty_output_and_zero_gradients(backend, preset):
+    """The sparse dispatcher may route no example to an expert."""
+    for name, cfg in expert_configs(preset).items():
+        e = build_expert(name, cfg, 5, 4, rng=RNG())
+        with kernels.use_backend(backend):
+            x = Tensor(np.zeros((0, 5, 4)), requires_grad=True)
+            y = e(x, x)
+            y.backward(np.zeros(y.shape))
+        assert y.shape == (0, 5, 4), name
+        for pname, p in e.named_parameters():
+            assert p.grad is not None and not np.any(dense(p.grad)), (name, pname)

@@ -141,13 +141,13 @@ class MHSA(Expert):
         q = ops.reshape(dense(x, self.Wq, self.bq, c.qkv_activation), heads)    # (B, F, h, dh)
         k = ops.reshape(dense(x, self.Wk, self.bk, c.qkv_activation), heads)    # (B, F, h, dh)
         v = ops.reshape(dense(x, self.Wv, self.bv, c.qkv_activation), heads)    # (B, F, h, dh)
-        o = ops.reshape(attention(q, k, v), (nb, f, -1))                         # (B, F, A)
+        o = ops.reshape(attention(q, k, v), (nb, f, c.heads * self.head_size))  # (B, F, A)
         z = dense(o, self.Wo, self.bo, c.out_activation)                         # (B, F, P)
         if c.norm == "instance":
             z = instance_norm(z, self.gamma, self.beta, c.norm_eps)              # (B, F, P)
         if c.readout == "token":
             return z                                                             # (B, F, D)
-        y = dense(ops.reshape(z, (nb, -1)), self.Wf, self.bf, "linear")          # (B, FD)
+        y = dense(ops.reshape(z, (nb, f * self.out_size)), self.Wf, self.bf, "linear")  # (B, FD)
         return ops.reshape(y, x.shape)                                           # (B, F, D)
 
     def flops(self) -> int:

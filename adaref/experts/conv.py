@@ -142,7 +142,8 @@ class Conv(Expert):
         if c.reshape == "fields":
             seq = x                                                            # (B, L=F, C=D)
         else:
-            r = dense(ops.reshape(x, (nb, -1)), self.Wr, self.br, "linear")    # (B, L)
+            r = dense(ops.reshape(x, (nb, self.num_fields * self.dim)), self.Wr, self.br,
+                      "linear")                                                # (B, L)
             seq = ops.reshape(r, (nb, self.length, 1))                         # (B, L, 1)
         fused = c.activation in FUSED_ACTIVATIONS
         h = conv1d_act(seq, self.Wc, self.bc, self.pad,
@@ -150,7 +151,8 @@ class Conv(Expert):
         if not fused:
             h = activation(c.activation)(h)
         p = maxpool1d(h, c.pool)                                               # (B, T_p, O)
-        y = dense(ops.reshape(p, (nb, -1)), self.Wo, self.bo, c.out_activation)  # (B, FD)
+        flat = ops.reshape(p, (nb, self.pooled * c.filters))                   # (B, T_p O)
+        y = dense(flat, self.Wo, self.bo, c.out_activation)                    # (B, FD)
         return ops.reshape(y, x.shape)                                         # (B, F, D)
 
     def flops(self) -> int:

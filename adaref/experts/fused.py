@@ -229,7 +229,7 @@ class Conv1dAct(Function):
     def forward(self, x, W, b, pad_left=0, pad_right=0, act=ACT_LINEAR):
         nb, length, c = x.shape
         width, _, n_out = W.shape
-        self.shape, self.pad_left, self.act = x.shape, pad_left, act
+        self.shape, self.W_shape, self.pad_left, self.act = x.shape, W.shape, pad_left, act
         t_out = length + pad_left + pad_right - width + 1
         self.cols = np.empty((nb, t_out, width * c), dtype=x.dtype)  # (B, T, K*C)
         im2col(self.cols, np.ascontiguousarray(x), pad_left)
@@ -246,12 +246,12 @@ class Conv1dAct(Function):
         bias_act_backward(gz, gb, g2, self.y, self.act)
         gx = gW = None
         if self.needs_grad[0]:
-            gcols = (gz @ self.W2.T).reshape(nb, t_out, -1)          # (B, T, K*C)
+            gcols = (gz @ self.W2.T).reshape(self.cols.shape)        # (B, T, K*C)
             gx = np.empty(self.shape, dtype=g.dtype)                 # (B, L, C)
             col2im(gx, gcols, self.pad_left)
         if self.needs_grad[1]:
-            cols2 = self.cols.reshape(nb * t_out, -1)                # (B*T, K*C)
-            gW = (cols2.T @ gz).reshape(-1, self.shape[2], n_out)    # (K, C, O)
+            cols2 = self.cols.reshape(nb * t_out, self.W2.shape[0])  # (B*T, K*C)
+            gW = (cols2.T @ gz).reshape(self.W_shape)                # (K, C, O)
         return gx, gW, gb
 
 
