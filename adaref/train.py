@@ -1,128 +1,159 @@
-"""``python -m adaref.train``: the main job.
-
-Until the AdaEnsemble model and Algorithm 2 land (issues 5 and 6), this runs a
-**documented demo** of the stack they stand on: it prepares a data set (the bundled
-real sample or a full file) with the chosen preset, trains a logistic regression on the
-field ids -- logit(x) = b + sum_f w_f[id_f], i.e. an embedding of dimension 1 per field
-value plus a bias, the paper's LR baseline (§4.1.3) -- with adaref's autograd and its
-FTRL-Proximal optimiser (§4.1.4 trains LR with FTRL), picks the epoch with the best
-validation AUC, and prints validation and test AUC and log-loss.
+"""``python -m adaref.train``: train AdaEnsemble (the project's main job).
 
     python -m adaref.train --sample criteo
-    python -m adaref.train --data train.txt --dataset criteo --epochs 2
+    python -m adaref.train --data train.txt --dataset criteo --preset paper
+    python -m adaref.train --resume runs/criteo-paper-s0-...
+
+Prepares the data (:mod:`adaref.data`), trains with the objective of eq. 18 and the
+bi-level optimisation of Algorithm 2 (:mod:`adaref.training`), keeps the weights with
+the best validation AUC, evaluates them on the test split and writes the run directory
+(config.json, metrics.json, history.csv, best.npz, last.npz, PNG plots).
+
+Option precedence: the preset's defaults (for ``--sample``, defaults chosen for the
+~10k-row samples; see :func:`adaref.training.config.sample_defaults`) < ``--config`` file
+< the flags given.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from adaref import no_grad, ops
-from adaref.metrics import auc, log_loss
-from adaref.nn import Embedding, Module, Parameter
-from adaref.optim import FTRL
-from adaref.tensor import Tensor
+from adaref.config import ConfigError
+from adaref.training.cli import add_config_flags, merge, parse_value, set_dotted
+from adaref.training.config import DataChoice, RunConfig, TrainConfig, sample_defaults
+from adaref.model.config import ModelConfig, model_config
 
 
-class LogisticRegression(Module):
-    """logit(x) = b + sum_f w_f[id_f]: ids (B, F) -> logits (B,)."""
-
-    def __init__(self, vocab_sizes, *, rng: np.random.Generator, oov: str = "learned"):
-        super().__init__()
-        self.weights = Embedding(vocab_sizes, dim=1, rng=rng, oov=oov, std=0.0)
-        self.bias = Parameter(np.zeros(1))
-
-    def forward(self, ids: np.ndarray) -> Tensor:
-        return self.weights(ids).sum(axis=(1, 2)) + self.bias           # (B,)
-
-
-def logistic_loss(logits: Tensor, labels: np.ndarray) -> Tensor:
-    """Mean binary cross-entropy from logits, stable: softplus(z) - y z."""
-    z = logits
-    softplus = ops.relu(z) + ops.log(1.0 + ops.exp(-ops.abs(z)))
-    return (softplus - z * labels.astype(z.dtype)).mean()
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     p = argparse.ArgumentParser(
-        prog="python -m adaref.train",
-        description="Train on a CTR data set. Until the AdaEnsemble model lands this trains the "
-                    "logistic-regression demo described in the module docstring.")
-    src = p.add_mutually_exclusive_group(required=True)
+        prog="python -m adaref.train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="python -m adaref.train (--sample NAME | --data PATH --dataset NAME | --config JSON "
+              "| --resume DIR) [options]",
+        description="Train AdaEnsemble on Criteo, Avazu or iPinYou data and evaluate it.",
+        epilog="Every model and training option below can also be set in a --config JSON file "
+               "(the run directory's config.json has the full form).")
+    src = p.add_argument_group("data")
     src.add_argument("--sample", choices=["criteo", "avazu", "ipinyou"],
-                     help="use the bundled real sample of this data set (data_samples/)")
-    src.add_argument("--data", metavar="PATH", help="a raw data file (use with --dataset)")
-    p.add_argument("--dataset", choices=["criteo", "avazu", "ipinyou"],
-                   help="format of --data")
-    p.add_argument("--preset", choices=["paper", "upstream"], default="paper",
-                   help="data preset (paper-decisions rows 1-3); default paper")
-    p.add_argument("--epochs", type=int, default=8, help="passes over the training split (default 8)")
-    p.add_argument("--batch-size", type=int, default=256, help="mini-batch size (default 256)")
-    p.add_argument("--alpha", type=float, default=1.0, help="FTRL alpha (default 1.0)")
-    p.add_argument("--l2", type=float, default=0.1, help="FTRL lambda_2 (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, init and batch order")
-    p.add_argument("--out", metavar="DIR", help="cache directory for the encoded data")
-    p.add_argument("--quiet", action="store_true", help="print only the final table")
-    args = p.parse_args(argv)
-    if args.data and not args.dataset:
-        p.error("--data needs --dataset criteo|avazu|ipinyou")
-    if args.epochs < 1 or args.batch_size < 1:
-        p.error("--epochs and --batch-size must be >= 1")
-    return args
+                     help="train on the bundled real sample of this data set (data_samples/)")
+    src.add_argument("--data", metavar="PATH", help="a raw data file (needs --dataset)")
+    src.add_argument("--dataset", choices=["criteo", "avazu", "ipinyou"], help="the format of --data")
+    run = p.add_argument_group("run")
+    run.add_argument("--preset", choices=["paper", "upstream"],
+                     help="paper: the paper's text (default); upstream: the authors' TensorFlow code")
+    run.add_argument("--config", metavar="JSON", help="a run configuration file (unknown keys are errors)")
+    run.add_argument("--seed", type=int, help="seed of the split, initialisation, batch order and jitter (default 0)")
+    run.add_argument("--dtype", choices=["float32", "float64"], help="floating-point type (default float32)")
+    run.add_argument("--bilevel", choices=["on", "off"],
+                     help="Algorithm 2 (on, paper) or joint steps on training batches (off, authors' code)")
+    run.add_argument("--out", metavar="DIR", help="run directory (default runs/<dataset>-<preset>-s<seed>-<time>)")
+    run.add_argument("--resume", metavar="DIR", help="continue an interrupted run from DIR/last.npz")
+    run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    hints = {}
+    hints.update(add_config_flags(p, ModelConfig, "model."))
+    hints.update(add_config_flags(p, TrainConfig, "train."))
+    return p, hints
+
+
+def resolve_run(args: argparse.Namespace, hints: dict) -> RunConfig:
+    """Preset defaults < --config < flags."""
+    preset = args.preset or "paper"
+    if args.config:
+        try:
+            given = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"--config {args.config}: {e}") from None
+        if not isinstance(given, dict):
+            raise ConfigError(f"--config {args.config}: expected a JSON object")
+        preset = args.preset or given.get("data", {}).get("preset", preset)
+    else:
+        given = {}
+    sample = args.sample is not None or (not args.data and given.get("data", {}).get("sample", True))
+    base = sample_defaults(preset) if sample else RunConfig(
+        data=DataChoice(preset=preset), model=model_config(preset),
+        train=TrainConfig(bilevel="off", z_loss=1.0) if preset == "upstream" else TrainConfig())
+    tree = merge(base.to_dict(), given)
+    if args.sample:
+        tree["data"] = {**tree["data"], "dataset": args.sample, "sample": True, "path": ""}
+    if args.data:
+        tree["data"] = {**tree["data"], "dataset": args.dataset, "sample": False, "path": args.data}
+    tree["data"]["preset"] = preset
+    for key in ("seed", "dtype"):
+        if getattr(args, key) is not None:
+            tree[key] = getattr(args, key)
+    if args.bilevel:
+        tree["train"]["bilevel"] = args.bilevel
+    for dest, value in vars(args).items():
+        if dest.startswith("cfg:") and value is not None:
+            name = dest[4:]
+            set_dotted(tree, name, parse_value(value, hints[name], name))
+    return RunConfig.from_dict(tree)
+
+
+def _print_table(metrics: dict, run_dir: Path, seconds: float) -> None:
+    t = metrics["test"]
+    print(f"\nAdaEnsemble, test split ({t['examples']} examples), best step {metrics['best_step']}")
+    print(f"  {'':<34}{'AUC':>8}{'log-loss':>10}")
+    print(f"  {'hard exit (Algorithm 1, serving)':<34}{t['auc']:>8.4f}{t['log_loss']:>10.4f}")
+    if t["auc_soft"] is not None:
+        print(f"  {'soft depth mixture (training form)':<34}{t['auc_soft']:>8.4f}{t['log_loss_soft']:>10.4f}")
+    print(f"  mean FLOPs per example: {t['mean_flops'] / 1e6:.3f}M (k = {t['k']})")
+    depth = "  ".join(f"L{i + 1} {100 * f:.1f}%" for i, f in enumerate(t["depth_fractions"]))
+    print(f"  exit depth: {depth}")
+    print(f"  run directory: {run_dir}  ({seconds:.1f}s)")
 
 
 def main(argv: list[str] | None = None) -> int:
     from adaref.data import load
+    from adaref.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    dataset = args.sample or args.dataset
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    parser, hints = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
-    ds = load(dataset, sample=bool(args.sample), input=args.data, preset=args.preset,
-              out=args.out, seed=args.seed, progress=not args.quiet)
-    ids, labels = np.asarray(ds.ids), np.asarray(ds.labels, dtype=np.float64)
-    split = ds.splits
-    say(f"data: {dataset} ({'bundled sample' if args.sample else args.data}), preset {args.preset}: "
-        f"{len(ids)} rows, {ids.shape[1]} fields; train/val/test "
-        f"{len(split['train'])}/{len(split['val'])}/{len(split['test'])}")
-
-    rng = np.random.default_rng(args.seed)
-    model = LogisticRegression(ds.vocab_sizes, rng=rng, oov=ds.oov_embedding)
-    opt = FTRL(model.named_parameters(), alpha=args.alpha, l2=args.l2)
-
-    def predict(rows: np.ndarray) -> np.ndarray:
-        with no_grad():
-            return ops.sigmoid(model(ids[rows])).data
-
-    best = None
-    train_rows = split["train"]
-    for epoch in range(1, args.epochs + 1):
-        order = rng.permutation(train_rows)
-        total = 0.0
-        for i in range(0, len(order), args.batch_size):
-            rows = order[i:i + args.batch_size]
-            model.zero_grad()
-            loss = logistic_loss(model(ids[rows]), labels[rows])
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(rows)
-        p_val = predict(split["val"])
-        val_auc, val_ll = auc(labels[split["val"]], p_val), log_loss(labels[split["val"]], p_val)
-        say(f"epoch {epoch}: train log-loss {total / len(order):.4f}, val AUC {val_auc:.4f}, "
-            f"val log-loss {val_ll:.4f}")
-        if best is None or val_auc > best[1]:
-            best = (epoch, val_auc, val_ll, model.state_dict())
-    epoch, val_auc, val_ll, state = best
-    model.load_state_dict(state)
-    p_test = predict(split["test"])
-    test_auc, test_ll = auc(labels[split["test"]], p_test), log_loss(labels[split["test"]], p_test)
-    print(f"\nlogistic regression (demo; AdaEnsemble lands with issues 5-6), best epoch {epoch}")
-    print(f"{'split':<6}{'AUC':>8}{'log-loss':>10}")
-    print(f"{'val':<6}{val_auc:>8.4f}{val_ll:>10.4f}")
-    print(f"{'test':<6}{test_auc:>8.4f}{test_ll:>10.4f}")
-    print(f"time {time.perf_counter() - start:.1f}s; encoded data in {ds.path}")
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.json").is_file() or not (run_dir / "last.npz").is_file():
+                parser.error(f"--resume {run_dir}: no config.json and last.npz there")
+            run = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        else:
+            if not args.sample and not args.data and not args.config:
+                parser.error("give --sample NAME, --data PATH --dataset NAME, or --config FILE")
+            if args.data and not args.dataset:
+                parser.error("--data needs --dataset criteo|avazu|ipinyou")
+            run = resolve_run(args, hints)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            run_dir = Path(args.out) if args.out else Path("runs") / (
+                f"{run.data.dataset}-{run.data.preset}-s{run.seed}-{stamp}")
+        d = run.data
+        ds = load(d.dataset, sample=d.sample, input=None if d.sample else d.path, preset=d.preset,
+                  seed=run.seed, overrides=d.overrides or None, progress=not args.quiet)
+        trainer = Trainer(run, ds, run_dir, quiet=args.quiet)
+        if args.resume:
+            trainer.restore(run_dir / "last.npz")
+        if not args.quiet:
+            split = {k: len(v) for k, v in trainer.rows.items()}
+            print(f"{d.dataset} ({'bundled sample' if d.sample else d.path}), preset {d.preset}: "
+                  f"train/val/test {split.get('train', 0)}/{split.get('val', 0)}/{split.get('test', 0)}; "
+                  f"{trainer.model.num_parameters():,} parameters; {trainer.total_steps} steps; "
+                  f"run directory {run_dir}", flush=True)
+        trainer.fit()
+        metrics = trainer.finish()
+    except ConfigError as e:
+        print(f"adaref.train: configuration error: {e}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as e:
+        print(f"\nadaref.train: {e}", file=sys.stderr)
+        return 130
+    except TrainingDiverged as e:
+        print(f"\nadaref.train: training diverged at {e}", file=sys.stderr)
+        return 3
+    if not args.quiet:
+        _print_table(metrics, run_dir, time.perf_counter() - start)
     return 0
 
 

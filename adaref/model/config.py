@@ -54,7 +54,7 @@ class KScheduleConfig(Config):
     ``piecewise``: ``boundaries`` [(step, k), ...]: from each step on, that k.
     """
 
-    kind: Literal["linear", "constant", "piecewise"] = "linear"
+    kind: Literal["linear", "constant", "piecewise"] = "linear"   # how k moves from N to k (see above)
     k: int = 3                            # the final k (k_final)
     steps: int = 1000                     # linear: steps to go from N to k
     boundaries: tuple[tuple[int, int], ...] = ()   # piecewise: ((step, k), ...), steps ascending
@@ -119,7 +119,7 @@ class ModelConfig(Config):
     """The AdaEnsemble model: embedding -> L SparseMoE layers -> estimators (+ controller)."""
 
     dim: int = 16                         # D, embedding size (§4.1.4)
-    num_layers: int = 4                   # L
+    num_layers: int = 4                   # L, the number of SparseMoE layers (maximum depth)
     embedding_oov: Literal["learned", "zero"] = "learned"   # row 3: OOV row learned or zero
     gate: GateConfig = field(default_factory=GateConfig)    # every layer's expert gate (own weights)
     moe: MoEConfig = field(default_factory=MoEConfig)

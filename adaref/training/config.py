@@ -1,0 +1,106 @@
+"""Configuration of a training run: data, model and training options in one JSON document.
+
+``RunConfig`` = ``data`` (which data set, preset, seed) + ``model``
+(:class:`~adaref.model.config.ModelConfig`) + ``train`` (:class:`TrainConfig`). Every key
+is checked: unknown keys and wrong types are errors naming the key. ``config.json`` in
+a run directory is exactly this document, so a run can be repeated from it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from adaref.config import Config, ConfigError
+from adaref.model.config import ModelConfig, model_config
+
+
+@dataclass(frozen=True)
+class OptimizerChoice(Config):
+    """One optimiser by registry name (``adaref.optim.OPTIMIZERS``) and its hyper-parameters."""
+
+    name: str = "adam"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    """The training loop (§3.6, §4.1.4; paper-decisions rows 20-23)."""
+
+    batch_size: int = 256                 # training mini-batch (the paper: 4096 on full data)
+    epochs: float = 10.0                  # passes over the training split (an upper bound)
+    max_steps: int = 0                    # stop after this many W steps (0: no limit)
+    eval_every: int = 50                  # evaluate on the validation split every N W steps
+    eval_batch_size: int = 4096           # examples per evaluation forward pass
+    patience: int = 5                     # early stopping: evaluations without improvement
+    lambda1: float = 0.01                 # eq. 18: weight of the expert load-distribution term
+    lambda2: float = 0.01                 # eq. 18: weight of the depth load-distribution term
+    z_loss: float = 0.0                   # weight of the router z-loss (upstream preset: 1.0)
+    bilevel: Literal["on", "off"] = "on"  # Algorithm 2 (on) or one joint step on training batches (off)
+    inner_steps: int = 1                  # t of Algorithm 2: W steps per alpha step
+    xi: float = 0.0                       # Algorithm 2's xi: 0 first order, > 0 DARTS second order
+    alpha_val: Literal["split", "shared"] = "split"
+    # ^ validation rows for alpha steps: "split" reserves a fixed half of the validation split
+    #   for alpha and evaluates/early-stops on the other half (alpha can fit the rows it is
+    #   trained on); "shared" uses the whole split for both, as Algorithm 2 reads literally
+    embedding_optimizer: OptimizerChoice = field(
+        default_factory=lambda: OptimizerChoice("gftrl", {}))            # G-FTRL on embeddings (§4.1.4)
+    optimizer: OptimizerChoice = field(
+        default_factory=lambda: OptimizerChoice("adam", {"lr": 1e-3}))   # W: experts, norms, estimators
+    gate_optimizer: OptimizerChoice = field(
+        default_factory=lambda: OptimizerChoice("adam", {"lr": 1e-3}))   # alpha: gates and controller
+
+    def __post_init__(self):
+        for key in ("batch_size", "eval_every", "eval_batch_size", "inner_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"TrainConfig: {key} must be >= 1, got {getattr(self, key)}")
+        if self.epochs <= 0 or self.max_steps < 0 or self.patience < 0 or self.xi < 0:
+            raise ConfigError("TrainConfig: epochs must be > 0 and max_steps, patience, xi >= 0")
+        if self.alpha_val not in ("split", "shared"):
+            raise ConfigError(f"TrainConfig: alpha_val must be 'split' or 'shared', got {self.alpha_val!r}")
+        if self.bilevel not in ("on", "off"):
+            raise ConfigError(f"TrainConfig: bilevel must be 'on' or 'off', got {self.bilevel!r}")
+        if min(self.lambda1, self.lambda2, self.z_loss) < 0:
+            raise ConfigError("TrainConfig: lambda1, lambda2 and z_loss must be >= 0")
+
+
+@dataclass(frozen=True)
+class DataChoice(Config):
+    """Which data: a bundled sample or a file, the data preset, and the split seed."""
+
+    dataset: Literal["criteo", "avazu", "ipinyou"] = "criteo"
+    sample: bool = True                   # the bundled sample (data_samples/) instead of ``path``
+    path: str = ""                        # raw data file when ``sample`` is false
+    preset: Literal["paper", "upstream"] = "paper"
+    overrides: dict = field(default_factory=dict)   # data options by dotted name, e.g. transform.rare_threshold
+
+    def __post_init__(self):
+        if not self.sample and not self.path:
+            raise ConfigError("DataChoice: give a path when sample is false")
+
+
+@dataclass(frozen=True)
+class RunConfig(Config):
+    """Everything needed to repeat a run."""
+
+    data: DataChoice = field(default_factory=DataChoice)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0                         # splits, initialisation, batch order, gate jitter
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+def sample_defaults(preset: str = "paper") -> RunConfig:
+    """Defaults chosen for the ~10k-row bundled samples (7k training rows): a smaller,
+    regularised model than the paper's full-data setting, which overfits 7k rows."""
+    if preset == "paper":
+        model = model_config(preset, dim=8, num_layers=2)
+        model = model.replace(moe={**model.moe.to_dict(), "schedule": {
+            **model.moe.schedule.to_dict(), "k": 2, "steps": 100}})
+    else:   # the authors' depth prior is for L = 4: keep its shape over 2 layers
+        base = model_config(preset)
+        model = model_config(preset, dim=8, num_layers=2,
+                             controller={**base.controller.to_dict(), "depth_prior": (0.3, 0.7)})
+    train = TrainConfig()
+    if preset == "upstream":
+        train = train.replace(bilevel="off", z_loss=1.0)
+    return RunConfig(data=DataChoice(preset=preset), model=model, train=train)

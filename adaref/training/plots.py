@@ -1,0 +1,75 @@
+"""The run's PNG plots: loss and AUC curves, per-layer expert usage, exit depths, k."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def write_plots(run_dir: Path, history: list[dict], test, experts: Sequence[str]) -> list[Path]:
+    """Write ``curves.png``, ``expert_usage.png``, ``exit_depth.png`` and ``k.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    steps = [r["step"] for r in history]
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(steps, [r["train_loss"] for r in history], label="train objective (eq. 18)")
+    ax1.plot(steps, [r["train_log_loss"] for r in history], label="train log-loss")
+    ax1.plot(steps, [r["val_log_loss"] for r in history], label="val log-loss (hard exit)")
+    ax1.set_xlabel("step")
+    ax1.set_title("loss")
+    ax1.legend(fontsize=8)
+    ax2.plot(steps, [r["val_auc"] for r in history], label="val AUC (hard exit)")
+    if any(r.get("val_auc_soft") is not None for r in history):
+        ax2.plot(steps, [r["val_auc_soft"] for r in history], label="val AUC (soft mixture)")
+    ax2.set_xlabel("step")
+    ax2.set_title("AUC")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(_save(fig, run_dir / "curves.png"))
+
+    usage = np.asarray(test.expert_usage)                                # (L, N)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    width = 0.8 / max(len(experts), 1)
+    for j, name in enumerate(experts):
+        ax.bar(np.arange(len(usage)) + j * width, usage[:, j], width, label=name)
+    ax.set_xticks(np.arange(len(usage)) + 0.4 - width / 2, [f"layer {l + 1}" for l in range(len(usage))])
+    ax.set_ylabel("fraction of test examples")
+    ax.set_title(f"expert usage per layer (k = {test.k})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(_save(fig, run_dir / "expert_usage.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    depth = np.asarray(test.depth_fractions)
+    ax.bar([f"layer {l + 1}" for l in range(len(depth))], 100 * depth)
+    for x, v in enumerate(depth):
+        ax.text(x, 100 * v, f"{100 * v:.1f}%", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("% of test examples")
+    ax.set_title("exit depth (Table 4)")
+    fig.tight_layout()
+    paths.append(_save(fig, run_dir / "exit_depth.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.step(steps, [r["k"] for r in history], where="post")
+    ax.set_xlabel("step")
+    ax.set_ylabel("k")
+    ax.set_title("experts per example (annealed k)")
+    fig.tight_layout()
+    paths.append(_save(fig, run_dir / "k.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,319 @@
+"""The training loop: Algorithm 2, evaluation, early stopping, checkpoints and resume.
+
+A run directory holds ``config.json`` (the :class:`~adaref.training.config.RunConfig`),
+``history.csv`` (one row per evaluation), ``best.npz`` (the weights with the best
+validation AUC, with their config), ``last.npz`` (everything needed to resume: weights,
+optimiser states, random generator states, the batch order and the loop's counters),
+``metrics.json`` (the final numbers) and the plots.
+
+Determinism: the seed spawns independent generators for the initialisation, the batch
+order, the gate jitter and the validation batches of the alpha steps; their states are
+saved in ``last.npz``, so a resumed run continues exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaref.io import load_npz, save_npz
+from adaref.model import AdaEnsemble
+from adaref.nn import StateDictError
+from adaref.optim import build_optimizer
+from adaref.training.bilevel import darts_gate_gradient, split_parameters
+from adaref.training.config import RunConfig
+from adaref.training.evaluate import Evaluation, evaluate
+from adaref.training.objective import objective
+from adaref.training.progress import TrainingProgress
+
+HISTORY_FIELDS = ["step", "epoch", "k", "train_loss", "train_log_loss", "expert_loss", "depth_loss",
+                  "z_loss", "val_auc", "val_log_loss", "val_auc_soft", "val_log_loss_soft",
+                  "val_mean_flops", "seconds"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the last finite values."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C: a resumable checkpoint was saved; the message says how to resume."""
+
+
+@dataclass
+class LoopState:
+    """The loop's counters, saved in ``last.npz`` and restored on resume."""
+
+    step: int = 0                          # W steps done
+    epoch_index: int = 0                   # permutations of the training split drawn
+    position: int = 0                      # next row of the current permutation
+    best_auc: float = -1.0
+    best_step: int = -1
+    bad_evals: int = 0
+    stopped_early: bool = False
+    history: list[dict] = field(default_factory=list)
+    sums: dict = field(default_factory=dict)   # running sums of loss parts since the last evaluation
+    seconds: float = 0.0                   # training time so far (not part of the results)
+
+
+class Trainer:
+    """Trains an :class:`AdaEnsemble` on an encoded data set (see :mod:`adaref.data`)."""
+
+    def __init__(self, run: RunConfig, dataset, run_dir: str | os.PathLike, *, quiet: bool = False):
+        self.run, self.ds, self.dir, self.quiet = run, dataset, Path(run_dir), quiet
+        self.dtype = np.dtype(run.dtype)
+        if dataset.oov_embedding != run.model.embedding_oov:
+            raise ValueError(f"the data set's OOV rows are {dataset.oov_embedding!r} but the model's "
+                             f"embedding_oov is {run.model.embedding_oov!r}; use the same preset for both")
+        seeds = np.random.SeedSequence(run.seed).spawn(5)
+        self.model = AdaEnsemble(run.model, dataset.vocab_sizes, rng=np.random.default_rng(seeds[0]),
+                                 dtype=self.dtype)
+        self.rng = {"batches": np.random.default_rng(seeds[1]), "noise": np.random.default_rng(seeds[2]),
+                    "val": np.random.default_rng(seeds[3])}
+        t = run.train
+        groups = split_parameters(self.model)
+        self.optimizers = {
+            "embedding": build_optimizer(t.embedding_optimizer.name, groups["embedding"],
+                                         t.embedding_optimizer.options),
+            "weights": build_optimizer(t.optimizer.name, groups["weights"], t.optimizer.options),
+            "gates": build_optimizer(t.gate_optimizer.name, groups["gates"], t.gate_optimizer.options),
+        }
+        self.ids = np.asarray(dataset.ids)
+        self.labels = np.asarray(dataset.labels, dtype=np.float64)
+        self.rows = {name: np.asarray(r) for name, r in dataset.splits.items()}
+        if len(self.rows["train"]) == 0:
+            raise ValueError("the training split is empty")
+        self.has_val = len(self.rows.get("val", ())) > 0
+        if t.bilevel == "on" and not self.has_val:
+            raise ValueError("bilevel optimisation needs a validation split (this data has none, "
+                             "e.g. the upstream 80/20 split); use --bilevel off")
+        self.alpha_rows = self.rows.get("val", np.zeros(0, np.int64))
+        if t.bilevel == "on" and t.alpha_val == "split":
+            # a fixed half for alpha, the other half for evaluation and early stopping
+            order = np.random.default_rng(seeds[4]).permutation(self.rows["val"])
+            half = len(order) // 2
+            self.alpha_rows, self.rows["val"] = np.sort(order[:half]), np.sort(order[half:])
+        self.steps_per_epoch = math.ceil(len(self.rows["train"]) / t.batch_size)
+        total = math.ceil(t.epochs * self.steps_per_epoch)
+        self.total_steps = min(total, t.max_steps) if t.max_steps else total
+        self.state = LoopState()
+        self.permutation = np.zeros(0, dtype=np.int64)
+
+    # ---------------------------------------------------------------------------- batches
+    def _next_batch(self) -> np.ndarray:
+        bs = self.run.train.batch_size
+        if self.state.position >= len(self.permutation):
+            self.permutation = self.rng["batches"].permutation(self.rows["train"])
+            self.state.epoch_index += 1
+            self.state.position = 0
+        rows = self.permutation[self.state.position:self.state.position + bs]
+        self.state.position += len(rows)
+        return rows
+
+    def _val_batch(self) -> np.ndarray:
+        val = self.alpha_rows
+        size = min(self.run.train.batch_size, len(val))
+        return self.rng["val"].choice(val, size=size, replace=False)
+
+    def _loss(self, rows: np.ndarray, rng: np.random.Generator):
+        out = self.model(self.ids[rows], step=self.state.step, rng=rng)
+        t = self.run.train
+        return objective(out, self.labels[rows], t.lambda1, t.lambda2, t.z_loss)
+
+    # ---------------------------------------------------------------------------- steps
+    def _w_step(self) -> dict[str, float]:
+        """One step of W (and, with ``bilevel off``, of alpha too) on a training batch."""
+        rows = self._next_batch()
+        self.model.train()
+        self.model.zero_grad()
+        loss, parts = self._loss(rows, self.rng["noise"])
+        if not math.isfinite(parts["loss"]):
+            last = self.state.history[-1] if self.state.history else {}
+            raise TrainingDiverged(
+                f"step {self.state.step + 1}: the loss is {parts['loss']} (parts {parts}); the last "
+                f"finite values were {json.dumps(last)}; the last good checkpoint is {self.dir / 'last.npz'}")
+        loss.backward()
+        self.optimizers["embedding"].step()
+        self.optimizers["weights"].step()
+        if self.run.train.bilevel == "off":
+            self.optimizers["gates"].step()
+        self.state.step += 1
+        for key, value in parts.items():
+            self.state.sums[key] = self.state.sums.get(key, 0.0) + value
+        self.state.sums["count"] = self.state.sums.get("count", 0) + 1
+        return parts
+
+    def _alpha_step(self) -> None:
+        """Algorithm 2, line 3: update alpha on a validation mini-batch."""
+        t = self.run.train
+        val_rows = self._val_batch()
+        self.model.train()
+        gates = [p for _, p in split_parameters(self.model)["gates"]]
+        if t.xi == 0:
+            self.model.zero_grad()
+            self._loss(val_rows, self.rng["noise"])[0].backward()
+        else:
+            train_rows = self.rng["val"].choice(self.rows["train"], size=min(t.batch_size, len(self.rows["train"])),
+                                                replace=False)
+            seed = int(self.rng["noise"].integers(2**63))   # the same jitter in every evaluation
+            grads = darts_gate_gradient(
+                self.model,
+                lambda: self._loss(train_rows, np.random.default_rng(seed))[0],
+                lambda: self._loss(val_rows, np.random.default_rng(seed + 1))[0], t.xi)
+            for p, g in zip(gates, grads):
+                p.grad = g.astype(p.dtype)
+        self.optimizers["gates"].step()
+        self.model.zero_grad()
+
+    # ---------------------------------------------------------------------------- loop
+    def fit(self, stop_after: int | None = None) -> None:
+        """Train until the step budget or early stopping.
+
+        Ctrl-C (SIGINT) is taken at the next step boundary: ``last.npz`` is saved there and
+        :class:`TrainingInterrupted` raised, so ``--resume`` continues exactly; a second
+        Ctrl-C stops at once. ``stop_after`` simulates an interruption after that many
+        steps (for tests).
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        t = self.run.train
+        progress = TrainingProgress(self.total_steps, enabled=not self.quiet)
+        start = time.perf_counter() - self.state.seconds
+        interrupted = threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            def on_sigint(signum, frame):
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+                interrupted.set()
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            while self.state.step < self.total_steps and not self.state.stopped_early:
+                if interrupted.is_set() or (stop_after is not None and self.state.step >= stop_after):
+                    raise KeyboardInterrupt
+                if t.bilevel == "on" and self.state.step % t.inner_steps == 0:
+                    self._alpha_step()
+                parts = self._w_step()
+                last_auc = self.state.history[-1]["val_auc"] if self.state.history else None
+                progress.update(self.state.step, self.state.step / self.steps_per_epoch, t.batch_size,
+                                parts["loss"], last_auc)
+                if self.state.step % t.eval_every == 0 or self.state.step == self.total_steps:
+                    self.state.seconds = time.perf_counter() - start
+                    row = self._evaluate_and_checkpoint()
+                    progress.update(self.state.step, row["epoch"], 0, row["train_loss"], row["val_auc"],
+                                    force=True)
+        except KeyboardInterrupt:
+            self.state.seconds = time.perf_counter() - start
+            self.save_resumable()
+            progress.close()
+            raise TrainingInterrupted(f"interrupted at step {self.state.step}; resumable checkpoint "
+                                      f"saved: continue with --resume {self.dir}") from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        progress.close()
+
+    def _evaluate_and_checkpoint(self) -> dict:
+        s = self.state
+        count = max(s.sums.get("count", 0), 1)
+        split = "val" if self.has_val else "test"
+        ev = evaluate(self.model, self.ids[self.rows[split]], self.labels[self.rows[split]], step=s.step,
+                      batch_size=self.run.train.eval_batch_size)
+        row = {"step": s.step, "epoch": round(s.step / self.steps_per_epoch, 4), "k": ev.k,
+               "train_loss": s.sums.get("loss", 0.0) / count,
+               "train_log_loss": s.sums.get("log_loss", 0.0) / count,
+               "expert_loss": s.sums.get("expert_loss", 0.0) / count,
+               "depth_loss": s.sums.get("depth_loss", 0.0) / count,
+               "z_loss": s.sums.get("z_loss", 0.0) / count,
+               "val_auc": ev.auc, "val_log_loss": ev.log_loss, "val_auc_soft": ev.auc_soft,
+               "val_log_loss_soft": ev.log_loss_soft, "val_mean_flops": ev.mean_flops,
+               "seconds": round(s.seconds, 3)}
+        s.history.append(row)
+        s.sums = {}
+        if self.has_val:
+            if ev.auc > s.best_auc:
+                s.best_auc, s.best_step, s.bad_evals = ev.auc, s.step, 0
+                self.model.save(self.dir / "best.npz", meta={"step": s.step, "val_auc": ev.auc})
+            else:
+                s.bad_evals += 1
+                if self.run.train.patience and s.bad_evals >= self.run.train.patience:
+                    s.stopped_early = True
+        self._write_history()
+        self.save_resumable()
+        return row
+
+    # ---------------------------------------------------------------------------- results
+    def finish(self) -> dict[str, Any]:
+        """Load the best weights, evaluate the test split, write metrics.json and plots."""
+        if self.has_val and (self.dir / "best.npz").exists():
+            self.model.load(self.dir / "best.npz")
+        test = evaluate(self.model, self.ids[self.rows["test"]], self.labels[self.rows["test"]],
+                        step=self.state.step, batch_size=self.run.train.eval_batch_size)
+        best = next(({k: v for k, v in r.items() if k != "seconds"} for r in self.state.history
+                     if r["step"] == self.state.best_step), None)     # no wall time: results only
+        metrics = {"test": test.to_dict(), "best_step": self.state.best_step,
+                   "best_val": best, "steps": self.state.step,
+                   "epochs": round(self.state.step / self.steps_per_epoch, 4),
+                   "stopped_early": self.state.stopped_early,
+                   "examples": {k: int(len(v)) for k, v in self.rows.items()}}
+        _write_json(self.dir / "metrics.json", metrics)
+        from adaref.training.plots import write_plots
+
+        write_plots(self.dir, self.state.history, test, self.model.config.moe.experts)
+        return metrics
+
+    # ---------------------------------------------------------------------------- files
+    def _write_config(self) -> None:
+        _write_json(self.dir / "config.json", self.run.to_dict())
+
+    def _write_history(self) -> None:
+        tmp = self.dir / ".history.csv.tmp"
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
+            writer.writeheader()
+            for row in self.state.history:
+                writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_FIELDS})
+        os.replace(tmp, self.dir / "history.csv")
+
+    def save_resumable(self) -> None:
+        """``last.npz``: weights, optimiser states, batch order, generator states, counters."""
+        arrays = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        for group, opt in self.optimizers.items():
+            for key, value in opt.state_dict().items():
+                arrays[f"opt.{group}.{key}"] = np.asarray(value)
+        arrays["loop.permutation"] = self.permutation
+        meta = {"run": self.run.to_dict(), "loop": self.state.__dict__,
+                "rng": {name: g.bit_generator.state for name, g in self.rng.items()}}
+        save_npz(self.dir / "last.npz", arrays, meta)
+
+    def restore(self, path: str | os.PathLike) -> None:
+        """Continue from a ``last.npz`` written by :meth:`save_resumable` of the same run."""
+        arrays, meta = load_npz(path)
+        if meta.get("run") != json.loads(json.dumps(self.run.to_dict())):
+            raise StateDictError(f"{path}: the checkpoint belongs to a run with another configuration")
+        model_state = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
+        try:
+            self.model.load_state_dict(model_state)
+            for group, opt in self.optimizers.items():
+                prefix = f"opt.{group}."
+                opt.load_state_dict({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+        except (StateDictError, ValueError) as e:
+            raise StateDictError(f"{path}: {e}") from None
+        self.permutation = arrays["loop.permutation"].astype(np.int64)
+        self.state = LoopState(**meta["loop"])
+        for name, state in meta["rng"].items():
+            self.rng[name].bit_generator.state = state
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,196 @@
+"""Training: eq. 18, Algorithm 2 (first and second order), determinism, resume, failures, artefacts."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import adaref
+from adaref import ops
+from adaref.data import load
+from adaref.io import NpzError
+from adaref.model import AdaEnsemble, model_config
+from adaref.nn import StateDictError
+from adaref.training.bilevel import darts_gate_gradient, split_parameters
+from adaref.training.config import RunConfig, TrainConfig, sample_defaults
+from adaref.training.objective import objective
+from adaref.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
+
+
+@pytest.fixture(scope="module")
+def criteo(tmp_path_factory):
+    return load("criteo", sample=True, preset="paper", seed=0, out=str(tmp_path_factory.mktemp("data")))
+
+
+def tiny_run(**train) -> RunConfig:
+    run = sample_defaults("paper")
+    model = model_config("paper", dim=4, num_layers=2)
+    model = model.replace(moe={**model.moe.to_dict(), "experts": ("dense", "pin", "cross"),
+                               "schedule": {"kind": "linear", "k": 2, "steps": 4}})
+    options = dict(batch_size=512, max_steps=6, eval_every=3, eval_batch_size=1024, patience=0)
+    options.update(train)
+    return run.replace(model=model.to_dict(), train={**run.train.to_dict(), **options})
+
+
+def _train(ds, path, run=None, stop_after=None):
+    trainer = Trainer(run or tiny_run(), ds, path, quiet=True)
+    trainer.fit(stop_after=stop_after)
+    return trainer, trainer.finish()
+
+
+def test_same_seed_same_metrics_and_artefacts(criteo, tmp_path):
+    _, a = _train(criteo, tmp_path / "a")
+    _, b = _train(criteo, tmp_path / "b")
+    assert (tmp_path / "a" / "metrics.json").read_text() == (tmp_path / "b" / "metrics.json").read_text()
+    assert a["steps"] == 6 and a["test"]["examples"] == 2037
+    for name in ("config.json", "metrics.json", "history.csv", "best.npz", "last.npz", "curves.png",
+                 "expert_usage.png", "exit_depth.png", "k.png"):
+        assert (tmp_path / "a" / name).is_file(), name
+    assert (tmp_path / "a" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(open(tmp_path / "a" / "history.csv")))
+    assert [int(r["step"]) for r in rows] == [3, 6] and [int(r["k"]) for r in rows] == [3, 2]   # N = 3 -> 2
+    again = RunConfig.from_dict(json.loads((tmp_path / "a" / "config.json").read_text()))
+    assert again == tiny_run()
+
+
+def test_resume_after_interruption_ends_with_the_same_metrics(criteo, tmp_path):
+    _train(criteo, tmp_path / "full")
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        _train(criteo, tmp_path / "cut", stop_after=4)
+    resumed = Trainer(tiny_run(), criteo, tmp_path / "cut", quiet=True)
+    resumed.restore(tmp_path / "cut" / "last.npz")
+    assert resumed.state.step == 4
+    resumed.fit()
+    resumed.finish()
+    assert (tmp_path / "cut" / "metrics.json").read_text() == (tmp_path / "full" / "metrics.json").read_text()
+    history = lambda d: [{k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+                         for r in csv.DictReader(open(tmp_path / d / "history.csv"))]
+    assert history("cut") == history("full")
+
+
+def test_resume_refuses_another_run_and_broken_files(criteo, tmp_path):
+    _train(criteo, tmp_path / "a")
+    other = Trainer(tiny_run(batch_size=256), criteo, tmp_path / "b", quiet=True)
+    with pytest.raises(StateDictError, match="another configuration"):
+        other.restore(tmp_path / "a" / "last.npz")
+    broken = tmp_path / "broken.npz"
+    data = (tmp_path / "a" / "last.npz").read_bytes()
+    broken.write_bytes(data[: len(data) // 3])
+    with pytest.raises(NpzError, match="not a valid .npz"):
+        Trainer(tiny_run(), criteo, tmp_path / "c", quiet=True).restore(broken)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(criteo, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_run(max_steps=8), criteo, tmp_path, quiet=True)
+    original = trainer._loss
+
+    def poisoned(rows, rng):
+        loss, parts = original(rows, rng)
+        if trainer.state.step == 4:
+            parts = {**parts, "loss": float("nan")}
+        return loss, parts
+
+    monkeypatch.setattr(trainer, "_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"step 5: the loss is nan.*last finite values.*\"step\": 3"):
+        trainer.fit()
+    arrays, meta = adaref.io.load_npz(tmp_path / "last.npz")
+    assert meta["loop"]["step"] == 3
+
+
+def test_bilevel_steps_touch_only_their_own_parameters(criteo, tmp_path):
+    trainer = Trainer(tiny_run(), criteo, tmp_path, quiet=True)
+    groups = split_parameters(trainer.model)
+    snap = lambda key: [p.data.copy() for _, p in groups[key]]  # noqa: E731
+    gates, weights = snap("gates"), snap("weights")
+    trainer._w_step()
+    assert all(np.array_equal(a, p.data) for a, (_, p) in zip(gates, groups["gates"]))
+    assert not all(np.array_equal(a, p.data) for a, (_, p) in zip(weights, groups["weights"]))
+    weights = snap("weights")
+    trainer._alpha_step()
+    assert all(np.array_equal(a, p.data) for a, (_, p) in zip(weights, groups["weights"]))
+    assert not all(np.array_equal(a, p.data) for a, (_, p) in zip(gates, groups["gates"]))
+    assert set(trainer.alpha_rows).isdisjoint(trainer.rows["val"])          # alpha_val = split
+    names = [n for n, _ in groups["gates"]]
+    assert names and all(".gate." in n for n in names)
+    assert not any(".gate." in n for n, _ in groups["weights"] + groups["embedding"])
+
+
+def test_darts_second_order_gradient_matches_a_direct_computation():
+    """grad_alpha L_val(W - xi grad_W L_train(W, alpha), alpha), by central differences of
+    the whole unrolled objective over alpha, equals the DARTS formula with its
+    finite-difference Hessian-vector product (float64, small model)."""
+    cfg = model_config("paper", dim=2, num_layers=1, controller={"enabled": False})
+    cfg = cfg.replace(moe={**cfg.moe.to_dict(), "experts": ("dense", "cross"),
+                           "schedule": {"kind": "constant", "k": 2}},
+                      gate={**cfg.gate.to_dict(), "reduction": 1, "hidden": 3})
+    model = AdaEnsemble(cfg, [4, 5, 3], rng=np.random.default_rng(0)).eval()
+    rng = np.random.default_rng(1)
+    ids_t, ids_v = rng.integers(0, 3, size=(12, 3)), rng.integers(0, 3, size=(10, 3))
+    y_t, y_v = rng.integers(0, 2, 12), rng.integers(0, 2, 10)
+    train_loss = lambda: objective(model(ids_t, k=2), y_t, 0.1, 0.0)[0]  # noqa: E731
+    val_loss = lambda: objective(model(ids_v, k=2), y_v, 0.1, 0.0)[0]    # noqa: E731
+    xi = 0.05
+    groups = split_parameters(model)
+    w = [p for _, p in groups["embedding"] + groups["weights"]]
+    alpha = [p for _, p in groups["gates"]]
+
+    def unrolled() -> float:
+        for p in w + alpha:
+            p.grad = None
+        train_loss().backward()
+        saved = [p.data.copy() for p in w]
+        for p in w:
+            p.data = p.data - xi * adaref.tensor.dense(p.grad)
+        value = val_loss().item()
+        for p, s in zip(w, saved):
+            p.data = s
+        return value
+
+    analytic = darts_gate_gradient(model, train_loss, val_loss, xi, eps_scale=1e-4)
+    for p, g in zip(alpha, analytic):
+        flat = p.data.reshape(-1)
+        for j in range(min(flat.size, 3)):
+            orig = flat[j]
+            flat[j] = orig + 1e-6
+            up = unrolled()
+            flat[j] = orig - 1e-6
+            down = unrolled()
+            flat[j] = orig
+            numeric = (up - down) / 2e-6
+            assert g.reshape(-1)[j] == pytest.approx(numeric, rel=1e-4, abs=1e-7)
+    first_order = darts_gate_gradient(model, train_loss, val_loss, 0.0)
+    assert any(not np.allclose(a, b) for a, b in zip(analytic, first_order))
+
+
+def test_objective_is_eq18():
+    model = AdaEnsemble(model_config("upstream", dim=2), [4, 5, 3], rng=np.random.default_rng(0)).eval()
+    out = model(np.array([[1, 2, 0], [3, 4, 2]]), k=2)
+    y = np.array([1, 0])
+    loss, parts = objective(out, y, lambda1=0.3, lambda2=0.7, z=0.5)
+    p = out.prob.data
+    ll = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert parts["log_loss"] == pytest.approx(ll, rel=1e-12)
+    assert loss.item() == pytest.approx(ll + 0.3 * out.expert_loss.item() + 0.7 * out.depth_loss.item()
+                                        + 0.5 * out.z_loss.item(), rel=1e-12)
+
+
+def test_cli_config_file_and_flags(tmp_path, capsys):
+    from adaref import train
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"train": {"batch_sise": 3}}))
+    assert train.main(["--sample", "criteo", "--config", str(bad), "--quiet"]) == 2
+    assert "unknown key 'batch_sise'" in capsys.readouterr().err
+    assert train.main(["--sample", "criteo", "--quiet", "--model.gate.combine", "softly"]) == 2
+    assert "choose one of gates, switch, unweighted" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    text = capsys.readouterr().out
+    assert "--model.gate.jitter" in text and "eps of eq. 7" in text and "--train.xi" in text
+    parser, hints = train.build_parser()
+    args = parser.parse_args(["--sample", "avazu", "--seed", "3", "--model.dim", "6",
+                              "--model.moe.experts", "pin,cross", "--train.optimizer.options",
+                              '{"lr": 0.01}', "--bilevel", "off"])
+    run = train.resolve_run(args, hints)
+    assert (run.seed, run.model.dim, run.model.moe.experts, run.train.bilevel) == (3, 6, ("pin", "cross"), "off")
+    assert run.data.dataset == "avazu" and run.train.optimizer.options == {"lr": 0.01}
