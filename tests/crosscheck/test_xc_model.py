@@ -343,3 +343,53 @@ def test_model_jitter_is_seeded_in_training_and_off_in_evaluation(rng):
     e1 = model(ids, k=5, rng=np.random.default_rng(1)).prob.data
     e2 = model(ids, k=5, rng=np.random.default_rng(2)).prob.data
     assert np.array_equal(e1, e2)
+
+
+@pytest.mark.parametrize("preset,form", [("upstream", "hard"), ("paper", "soft")])
+def test_model_at_authors_size(preset, form, rng):
+    """F = 38, D = 16, L = 4 (the authors' Criteo shapes), a small batch."""
+    vocab = list(rng.integers(3, 9, 38))
+    cfg = model_config(preset, dim=16, num_layers=4)
+    cfg = cfg.replace(gate=cfg.gate.replace(jitter=0.0),
+                      controller=cfg.controller.replace(gate=cfg.controller.gate.replace(jitter=0.0)))
+    model = AdaEnsemble(cfg, vocab, rng=rng)
+    state = randomise(model, rng, scale=0.1)
+    ids = np.stack([rng.integers(0, v, 12) for v in vocab], axis=1)
+    model.train(form != "hard")
+    out = model(ids, k=3, form=form)
+    ecfgs = {n: model.layers[0].experts[n].config for n in cfg.moe.experts}
+    p = xt.to_torch(state)
+    ref = xt.model_forward(p, cfg, ecfgs, vocab, ids, 3, form)
+    u = rng.standard_normal(12)
+    sa = (out.prob * u).sum() + out.expert_loss + out.depth_loss
+    st = (ref["prob"] * torch.from_numpy(u)).sum() + ref["expert_loss"] + ref["depth_loss"]
+    if out.z_loss is not None:
+        sa, st = sa + out.z_loss, st + ref["z_loss"]
+    sa.backward()
+    st.backward()
+    compare(model, out, ref, p)
+
+
+def test_gate_with_zero_hidden_state(rng):
+    """h = 0 exactly (all FFN units dead, zero project bias: common at initialisation
+    when F*D // r is small): cosine scores are 0 for every expert on both sides (TF's
+    l2_normalize convention), the top-k falls to the lowest indices, and the gradients
+    (1/sqrt(1e-12) through the normalisation) agree."""
+    cfg = GateConfig(jitter=0.0, reduction=8)
+    gate = NoisyCosineGate(cfg, 8, 4, rng=rng)
+    state = randomise(gate, rng)
+    state["reduce.bias"][:] = -100.0                    # every ReLU unit dead
+    state["project.bias"][:] = 0.0
+    gate.load_state_dict(state)
+    x0 = rng.standard_normal((3, 2, 4))
+    out = gate(adaref.Tensor(x0), 2)
+    assert np.all(out.logits.data == 0) and out.mask[:, :2].all()
+    p = xt.to_torch(state)
+    g, *_ = xt.gate(p, cfg, torch.tensor(x0), 2)
+    u = rng.standard_normal(g.shape)
+    gate.zero_grad()
+    (out.logits * u).sum().backward()
+    (g * torch.from_numpy(u)).sum().backward()
+    tg = xt.grads_to_adaref(p)
+    for name, prm in gate.named_parameters():
+        close(prm.grad if prm.grad is not None else np.zeros(prm.shape), tg[name], f"grad {name}")

@@ -284,12 +284,6 @@ def test_topk_mask_vs_stable_sort_and_torch_topk(rng):
         assert np.array_equal(kept_t, kept_a)
 
 
-def test_report_max_differences():
-    """Not a check: prints the largest absolute difference seen per op (run with -s)."""
-    for k in sorted(MAX_SEEN):
-        print(f"{k:32s} {MAX_SEEN[k]:.2e}")
-
-
 # --- indexing edge cases ------------------------------------------------------------
 def test_negative_indices_take_gather_scatter(rng):
     x = rng.standard_normal((4, 5))
@@ -352,3 +346,9 @@ def test_dense_then_sparse_backward_calls_accumulate(rng):
     ops.embedding(ta, ids).sum().backward()                      # then a row-sparse one
     F.embedding(torch.from_numpy(ids), tt).sum().backward()
     _close("dense+sparse accumulate", dense(ta.grad), tt.grad.numpy())
+
+
+def test_report_max_differences():
+    """Not a check: prints the largest absolute difference seen per op (run with -s)."""
+    for k in sorted(MAX_SEEN):
+        print(f"{k:32s} {MAX_SEEN[k]:.2e}")

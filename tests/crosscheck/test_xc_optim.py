@@ -206,3 +206,26 @@ def test_group_ftrl(row_solution, rng):
             resid = z[nz] + a[nz] * w[nz] + lam * w[nz] / np.linalg.norm(w[nz], axis=1, keepdims=True)
             assert np.max(np.abs(resid)) <= 1e-10 * np.max(np.abs(z))
     assert not wa.data[0].any()                            # row 0 pruned
+
+
+def test_adam_global_step_vs_torch_per_parameter_step(rng):
+    """Convention a PyTorch port trips over: adaref's bias correction uses the
+    optimiser's global step (as TensorFlow/Keras), also for a parameter that had no
+    gradient at some steps (it is skipped, but the count advances); torch.optim.Adam
+    counts steps per parameter. They agree while every parameter gets a gradient at
+    every step, and differ afterwards."""
+    w0 = rng.standard_normal(3)
+    a1, a2 = Parameter(w0.copy()), Parameter(w0.copy())
+    opt = Adam([("a", a1), ("b", a2)], lr=0.1)
+    t1, t2 = torch.tensor(w0.copy(), requires_grad=True), torch.tensor(w0.copy(), requires_grad=True)
+    topt = torch.optim.Adam([t1, t2], lr=0.1)
+    gs = grads(rng, (3,), 4)
+    for s, g in enumerate(gs):
+        skip_b = s == 1                                  # "b" gets no gradient at step 2
+        a1.grad, a2.grad = g.copy(), None if skip_b else g.copy()
+        t1.grad, t2.grad = torch.from_numpy(g.copy()), None if skip_b else torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+        np.testing.assert_allclose(a1.data, t1.detach().numpy(), rtol=1e-12)
+    assert opt.step_count == 4 and topt.state[t2]["step"].item() == 3
+    assert not np.allclose(a2.data, t2.detach().numpy(), rtol=1e-9, atol=0)
