@@ -20,7 +20,7 @@ from adaref.kernels import attention as katt
 from adaref.kernels import conv as kconv
 from adaref.kernels import hadamard as khad
 from adaref.tensor import ShapeError, dense
-from opcheck import floats, op_test
+from opcheck import op_test
 
 KINK = 1e-3
 DTYPES = [np.float64, np.float32]

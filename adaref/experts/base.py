@@ -32,6 +32,7 @@ from typing import ClassVar
 import numpy as np
 
 from adaref import ops
+from adaref.config import ConfigError
 from adaref.experts.fused import FUSED_ACTIVATIONS, linear_act
 from adaref.nn.activations import ACTIVATIONS, activation
 from adaref.nn.module import Module
@@ -100,10 +101,8 @@ class Expert(Module):
 # Helpers shared by the experts
 # ---------------------------------------------------------------------------------
 def check_activation(owner: str, key: str, name: str) -> None:
-    """Raise a ConfigError-style ValueError naming the config key for an unknown activation."""
+    """Raise a ConfigError naming the config key for an unknown activation."""
     if name not in ACTIVATIONS:
-        from adaref.config import ConfigError
-
         raise ConfigError(f"{owner}: {key}={name!r} is not an activation; choose one of "
                           f"{', '.join(ACTIVATIONS)}")
 
