@@ -22,7 +22,8 @@ class MHSAConfig(Config):
 
     # row 6: number of heads h (paper: open, 2 chosen; upstream 4)
     heads: int = 2
-    # row 6: size dh of each head; None = D // heads, so h dh = D (paper); upstream 2
+    # row 6: size dh of each head; None = max(1, D // heads), so h dh = D whenever
+    # heads divides D (paper); upstream 2
     head_size: int | None = None
     # row 6: activation of the Q, K, V projections (paper linear; upstream gelu)
     qkv_activation: str = "linear"
@@ -34,7 +35,7 @@ class MHSAConfig(Config):
     # row 6: "none" (paper) or "instance" = normalise each of the P channels over the
     # F fields, learnable gain/bias per channel (upstream's InstanceNorm)
     norm: Literal["none", "instance"] = "none"
-    # epsilon of the instance norm (TF Addons' InstanceNormalization default 1e-3)
+    # row 6: epsilon of the instance norm (TF Addons' InstanceNormalization default 1e-3)
     norm_eps: float = 1e-3
     # row 6: "token" = the per-token Dense output is X_l (needs P = D; paper);
     # "flatten" = flatten (F P) and a linear Dense to FD (upstream)
@@ -80,7 +81,8 @@ class MHSA(Expert):
     ``readout="token"`` returns Z (P = D), ``readout="flatten"`` returns
     flatten(Z) W_f + b_f reshaped to (F, D).
 
-    ``paper`` preset: h = 2, dh = D / 2, linear Q/K/V, Dense per token back to D,
+    ``paper`` preset: h = 2, dh = D / 2 (max(1, D // 2) for odd D; the per-token
+    Dense maps h dh back to D either way), linear Q/K/V, Dense per token back to D,
     no norm. ``upstream`` (authors' code, moe.py): h = 4, dh = 2, gelu Q/K/V, Dense(8,
     gelu) per token, instance norm over fields, flatten, Dense -> FD.
 
@@ -113,10 +115,7 @@ class MHSA(Expert):
                  rng: np.random.Generator, dtype=np.float64):
         super().__init__(config, num_fields, dim, dtype)
         c, d, f = config, self.dim, self.num_fields
-        if c.head_size is None and d % c.heads:
-            raise ConfigError(f"MHSA expert: heads={c.heads} does not divide D={d}; set "
-                              f"MHSAConfig.head_size")
-        self.head_size = c.head_size if c.head_size is not None else d // c.heads   # dh
+        self.head_size = c.head_size if c.head_size is not None else max(1, d // c.heads)  # dh
         self.out_size = c.out_size if c.out_size is not None else d                 # P
         if c.readout == "token" and self.out_size != d:
             raise ConfigError(f"MHSA expert: readout='token' needs out_size == D = {d}, got "

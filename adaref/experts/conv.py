@@ -38,7 +38,7 @@ class ConvConfig(Config):
     activation: str = "relu"
     # row 5: max-pooling window = stride along the sequence, remainder dropped (both 2)
     pool: int = 2
-    # activation of the final Dense of eq. 3 (both presets: linear)
+    # row 5: activation of the final Dense of eq. 3 (both presets: linear)
     out_activation: str = "linear"
 
     def __post_init__(self):
