@@ -215,9 +215,10 @@ class Tensor:
             if g is None:
                 continue
             if node._ctx is None:  # a leaf: keep its gradient
-                # A fresh array: an op may hand the same gradient array to two inputs.
-                node.grad = np.array(g) if node.grad is None and isinstance(g, np.ndarray) \
-                    else g if node.grad is None else node.grad + g
+                if node.grad is None:   # a fresh array: an op may hand one array to two inputs
+                    node.grad = np.array(g) if isinstance(g, np.ndarray) else g
+                else:
+                    node.grad = _accumulate(node.grad, g)
                 continue
             ctx = node._ctx
             input_grads = ctx.backward(dense(g))

@@ -25,8 +25,8 @@ import numpy as np
 
 from adaref.config import ConfigError
 from adaref.training.cli import add_config_flags, merge, parse_value, set_dotted
-from adaref.training.config import DataChoice, RunConfig, TrainConfig, sample_defaults
-from adaref.model.config import ModelConfig, model_config
+from adaref.model.config import ModelConfig
+from adaref.training.config import RunConfig, TrainConfig, run_config
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
@@ -73,9 +73,7 @@ def resolve_run(args: argparse.Namespace, hints: dict) -> RunConfig:
     else:
         given = {}
     sample = args.sample is not None or (not args.data and given.get("data", {}).get("sample", True))
-    base = sample_defaults(preset) if sample else RunConfig(
-        data=DataChoice(preset=preset), model=model_config(preset),
-        train=TrainConfig(bilevel="off", z_loss=1.0) if preset == "upstream" else TrainConfig())
+    base = run_config(preset, sample=bool(sample))
     tree = merge(base.to_dict(), given)
     if args.sample:
         tree["data"] = {**tree["data"], "dataset": args.sample, "sample": True, "path": ""}

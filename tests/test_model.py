@@ -202,7 +202,7 @@ def test_flops_follow_the_route():
             where = np.flatnonzero(r.rows == b)
             if where.size:
                 chosen = np.flatnonzero(r.mask[where[0]])
-                expected += model.layers[l].fixed_flops() + sum(
+                expected += model.layers[l].fixed_flops(2) + sum(
                     model.layers[l].experts[model.layers[l].names[j]].flops() + 2 * fd for j in chosen)
         assert out.flops[b] == expected
     # a deeper exit costs more

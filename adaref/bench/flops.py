@@ -52,7 +52,7 @@ def _uniform(model: AdaEnsemble, k: int, controller: bool) -> float:
         fd = layer.gate.in_features
         costs = layer.expert_flops() + 2 * fd
         subsets = list(itertools.combinations(range(len(costs)), k))
-        total += layer.fixed_flops() + np.mean([costs[list(s)].sum() for s in subsets])
+        total += layer.fixed_flops(k) + np.mean([costs[list(s)].sum() for s in subsets])
     total += model.estimators[0].flops()
     return total + (model.controller.flops() if controller else 0)
 

@@ -205,18 +205,18 @@ class AdaEnsemble(Module):
 
     # ------------------------------------------------------------------------------
     def _route_flops(self, routing: Routing, form: str, batch: int) -> np.ndarray:
-        """(B,) FLOPs per example along its route (paper-decisions row 24): the depth
-        gate, and at every layer it reaches the layer's gate, residual and norm, its
-        selected experts and the weighted combine (2 F*D per selected expert), then the
-        estimator(s) it uses: one at its exit (hard/full) or all L plus the mixture
-        (2L + 4L for the sigmoids) in the soft and straight-through forms. The embedding
-        lookup is a gather and counts 0."""
+        """(B,) FLOPs per example along its route (paper-decisions row 24), in the
+        convention of :mod:`adaref.experts.base`: the depth gate, and at every layer it
+        reaches the layer's gate, residual and norm, its selected experts and the
+        weighted combine (2 F*D per selected expert), then the estimator(s) it uses: one
+        at its exit (hard/full) or all L plus the mixture (2L) in the soft and
+        straight-through forms. The embedding lookup and the dispatch copies count 0."""
         flops = np.zeros(batch, dtype=np.int64)
         fd = self.layers[0].gate.in_features
         if self.config.controller.enabled:
             flops += self.controller.flops()
         for layer, r in zip(self.layers, routing.layers):
-            per_example = layer.fixed_flops() + r.mask.astype(np.int64) @ layer.expert_flops() \
+            per_example = layer.fixed_flops(r.k) + r.mask.astype(np.int64) @ layer.expert_flops() \
                 + 2 * fd * r.mask.sum(axis=1)
             np.add.at(flops, r.rows, per_example)
         if form in ("soft", "straight_through"):

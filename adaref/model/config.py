@@ -166,7 +166,8 @@ def model_config(preset: str = "paper", **changes) -> ModelConfig:
             gate=gate,
             moe=MoEConfig(schedule=KScheduleConfig(kind="constant", k=3), norm="none",
                           load_fraction="topk",
-                          # authors' prior in their expert order Dense, Cross, PIN, CNN, MHSA
+                          # the authors' prior {Dense .2, Cross .2, PIN .4, CNN .1, MHSA .1},
+                          # written in adaref's expert order (dense, conv, mhsa, pin, cross)
                           expert_prior=(0.2, 0.1, 0.1, 0.4, 0.2), z_loss=True),
             controller=ControllerConfig(gate=gate, train_form="hard", depth_prior=(0.1, 0.2, 0.6, 0.1)),
         )

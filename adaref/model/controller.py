@@ -56,4 +56,7 @@ class DepthController(Module):
         return DepthChoice(g, ops.softmax(g, axis=-1), ops.topk_mask(g, 1))
 
     def flops(self) -> int:
-        return self.gate.flops()
+        """Per example: the depth gate's scores, its softmax (5L - 1) and the top-1 choice
+        (L - 1 comparisons)."""
+        n = self.gate.num_choices
+        return self.gate.logit_flops() + (5 * n - 1) + (n - 1)

@@ -32,5 +32,6 @@ class Estimator(Module):
         return self.linear(x.reshape(x.shape[0], self.in_features)).reshape(x.shape[0])   # (B,)
 
     def flops(self) -> int:
-        """2 F*D (multiply-adds) + 1 (bias) + 4 (sigmoid: exp, add, divide, negate)."""
-        return 2 * self.in_features + 1 + 4
+        """2 F*D (the dot product) + 1 (bias) + 1 (the sigmoid, one activation evaluation),
+        in the convention of :mod:`adaref.experts.base`."""
+        return 2 * self.in_features + 2

@@ -106,17 +106,25 @@ class NoisyCosineGate(Module):
             self.tau = Parameter(np.full(1, config.tau_init, dtype=dtype))
         self._act = activation(config.activation)
 
-    def flops(self) -> int:
-        """Forward FLOPs per example (row 24: a multiply-add is 2 FLOPs).
-
-        The two Linear layers (2 per weight, 1 per bias), the activation (1 per unit),
-        normalising h (2d for the squared norm, d + 1 for the division and square root),
-        the cosine scores (2dN; the expert embeddings are normalised once per batch, not
-        per example), the temperature (N) and the full softmax (3N: exp, sum, divide).
-        Top-k selection is comparisons only and is not counted.
+    def logit_flops(self) -> int:
+        """Forward FLOPs per example up to the scores g of eq. 9, in the convention of
+        :mod:`adaref.experts.base` (a multiply-add is 2, other arithmetic 1):
+        the two Linear layers (2 per weight, 1 per bias), the activation (1 per unit),
+        normalising h (2d for the squared norm, 2 for + eps and sqrt, d divisions), the
+        cosine scores (2dN; the choice embeddings are normalised once per batch, not per
+        example) and the temperature (N divisions).
         """
         fd, r, d, n = self.in_features, self.reduce.out_features, self.config.hidden, self.num_choices
-        return 2 * fd * r + r + r + 2 * r * d + d + 3 * d + 1 + 2 * d * n + n + 3 * n
+        return (2 * fd * r + r) + r + (2 * r * d + d) + (3 * d + 2) + 2 * d * n + n
+
+    def flops(self, k: int) -> int:
+        """Forward FLOPs per example of the whole gate at top-k: :meth:`logit_flops`, the
+        full softmax p (5N - 1), the top-k selection (k successive maxima, k (N - 1)
+        comparisons), eq. 10's softmax over the masked scores (5N - 1) and, for
+        ``combine="switch"``, the N products p * mask."""
+        n = self.num_choices
+        extra = n if self.config.combine == "switch" else 0
+        return self.logit_flops() + (5 * n - 1) + k * (n - 1) + (5 * n - 1) + extra
 
     def temperature(self) -> Tensor:
         """tau (1,): exp(log tau) or the raw parameter."""

@@ -53,8 +53,11 @@ class SparseMoELayer(Module):
         """(N,) forward FLOPs per example of each expert, in gate order."""
         return np.array([self.experts[name].flops() for name in self.names], dtype=np.int64)
 
-    def fixed_flops(self) -> int:
-        """Per-example FLOPs of the layer outside the experts: the gate, the residual sum
-        (F*D) and the LayerNorm (7 F*D: mean, centre, square, variance, scale, gain, bias)."""
-        fd = self.gate.in_features
-        return self.gate.flops() + fd + (7 * fd if self.norm is not None else 0)
+    def fixed_flops(self, k: int) -> int:
+        """Per-example FLOPs of the layer outside the experts and the combine: the gate at
+        top-k, the residual sum (F*D) and the LayerNorm of each field's D values (7D + 4:
+        5D + 4 to normalise, 2D for gain and bias, as :mod:`adaref.experts.base` counts
+        the instance norm)."""
+        f, d = self.gate.in_features // self.config.dim, self.config.dim
+        norm = f * (7 * d + 4) if self.norm is not None else 0
+        return self.gate.flops(k) + f * d + norm

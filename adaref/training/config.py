@@ -89,6 +89,33 @@ class RunConfig(Config):
     dtype: Literal["float32", "float64"] = "float32"
 
 
+def train_config(preset: str = "paper") -> TrainConfig:
+    """Training options of the two presets on the full data sets (§4.1.4).
+
+    ``paper``: batch 4096, evaluation every 2,000 steps with early stopping, Algorithm 2
+    (first order), G-FTRL on the embedding table and Adam (lr 1e-3) elsewhere.
+    ``upstream`` (the authors' exp1.py): batch 4096, 3 passes, no bi-level step (one joint
+    step on training batches), router z-loss weight 1, G-FTRL exactly as theirs (z starts
+    at 0, dense row updates), Adam lr 1e-3, no L2.
+    """
+    if preset == "paper":
+        return TrainConfig(batch_size=4096, epochs=10.0, eval_every=2000, patience=3)
+    if preset == "upstream":
+        return TrainConfig(batch_size=4096, epochs=3.0, eval_every=2000, patience=0, bilevel="off",
+                           z_loss=1.0, embedding_optimizer=OptimizerChoice(
+                               "gftrl", {"z_init": "zero", "sparse_update": "dense"}))
+    raise ConfigError(f"unknown preset {preset!r}; choose 'paper' or 'upstream'")
+
+
+def run_config(preset: str = "paper", sample: bool = False) -> RunConfig:
+    """The defaults of a run: :func:`sample_defaults` for the bundled samples, else the
+    preset's model (:func:`~adaref.model.config.model_config`) and :func:`train_config`."""
+    if sample:
+        return sample_defaults(preset)
+    return RunConfig(data=DataChoice(preset=preset, sample=False, path="-"), model=model_config(preset),
+                     train=train_config(preset))
+
+
 def sample_defaults(preset: str = "paper") -> RunConfig:
     """Defaults chosen for the ~10k-row bundled samples (7k training rows): a smaller,
     regularised model than the paper's full-data setting, which overfits 7k rows."""

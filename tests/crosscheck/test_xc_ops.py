@@ -330,13 +330,6 @@ def test_two_sparse_backward_calls_accumulate(rng):
     _close("sparse+sparse accumulate", dense(ta.grad), tt.grad.numpy())
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "adaref bug: Tensor.backward (adaref/tensor.py) accumulates into an existing leaf "
-    "gradient with `node.grad + g`; when node.grad is a dense ndarray (from an earlier "
-    "backward call) and g a RowSparseGrad, ndarray.__add__ broadcasts over the object and "
-    "RowSparseGrad.__add__(float) raises AttributeError (\"'float' object has no attribute "
-    "'rows'\"). It should use tensor._accumulate (dense + row-sparse -> dense), as "
-    "PyTorch does."))
 def test_dense_then_sparse_backward_calls_accumulate(rng):
     w = rng.standard_normal((6, 3))
     ta, tt = adaref.Tensor(w.copy(), requires_grad=True), torch.tensor(w.copy(), requires_grad=True)
