@@ -117,17 +117,37 @@ def run_config(preset: str = "paper", sample: bool = False) -> RunConfig:
 
 
 def sample_defaults(preset: str = "paper") -> RunConfig:
-    """Defaults chosen for the ~10k-row bundled samples (7k training rows): a smaller,
-    regularised model than the paper's full-data setting, which overfits 7k rows."""
+    """Defaults chosen for the ~10k-row bundled samples (7k training rows).
+
+    The paper's full-data setting (D = 16, L = 4, k = 3) overfits 7k rows (test AUC about
+    0.69 on Criteo). These defaults were chosen on the validation split of the Criteo
+    sample (seeds 0-2; see the README for the sweep and the test numbers):
+
+    * a smaller model: D = 8, L = 2, k annealed from 5 to 2 over 100 steps;
+    * ``controller.train_form = "straight_through"``: the soft depth mixture lets the
+      per-layer estimators compensate each other, so the hard exit used in evaluation
+      is much worse than the mixture (val AUC 0.55-0.60 against 0.73-0.75 at the same
+      step); straight-through trains the estimators as they are used;
+    * ``bilevel = "off"``: with Algorithm 2 the gates fit the few hundred validation rows
+      they are trained on (val AUC 0.78 against test 0.70); joint steps generalise better
+      here. The full-data ``paper`` preset keeps Algorithm 2 on;
+    * G-FTRL on the embeddings with a strong ridge term (l2 = 10, l1 = 0.01, alpha = 0.05):
+      most ids occur a handful of times in 7k rows;
+    * evaluation every 20 steps (~0.7 epoch) with patience 5.
+    """
     if preset == "paper":
         model = model_config(preset, dim=8, num_layers=2)
-        model = model.replace(moe={**model.moe.to_dict(), "schedule": {
-            **model.moe.schedule.to_dict(), "k": 2, "steps": 100}})
-    else:   # the authors' depth prior is for L = 4: keep its shape over 2 layers
+        model = model.replace(
+            moe={**model.moe.to_dict(), "schedule": {**model.moe.schedule.to_dict(), "k": 2, "steps": 100}},
+            controller={**model.controller.to_dict(), "train_form": "straight_through"})
+        embedding = OptimizerChoice("gftrl", {"l2": 10.0, "l1": 0.01, "alpha": 0.05})
+        train = TrainConfig(batch_size=256, epochs=10.0, eval_every=20, patience=5, bilevel="off",
+                            embedding_optimizer=embedding)
+    elif preset == "upstream":   # the authors' choices, scaled down; their depth prior kept in shape
         base = model_config(preset)
         model = model_config(preset, dim=8, num_layers=2,
                              controller={**base.controller.to_dict(), "depth_prior": (0.3, 0.7)})
-    train = TrainConfig()
-    if preset == "upstream":
-        train = train.replace(bilevel="off", z_loss=1.0)
+        train = train_config("upstream").replace(batch_size=256, epochs=3.0, eval_every=20, patience=5)
+    else:
+        raise ConfigError(f"unknown preset {preset!r}; choose 'paper' or 'upstream'")
     return RunConfig(data=DataChoice(preset=preset), model=model, train=train)
