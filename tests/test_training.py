@@ -27,7 +27,8 @@ def tiny_run(**train) -> RunConfig:
     model = model_config("paper", dim=4, num_layers=2)
     model = model.replace(moe={**model.moe.to_dict(), "experts": ("dense", "pin", "cross"),
                                "schedule": {"kind": "linear", "k": 2, "steps": 4}})
-    options = dict(batch_size=512, max_steps=6, eval_every=3, eval_batch_size=1024, patience=0)
+    options = dict(batch_size=512, max_steps=6, eval_every=3, eval_batch_size=1024, patience=0,
+                   bilevel="on")                       # Algorithm 2, the paper preset's form
     options.update(train)
     return run.replace(model=model.to_dict(), train={**run.train.to_dict(), **options})
 
