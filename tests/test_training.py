@@ -195,3 +195,27 @@ def test_cli_config_file_and_flags(tmp_path, capsys):
     run = train.resolve_run(args, hints)
     assert (run.seed, run.model.dim, run.model.moe.experts, run.train.bilevel) == (3, 6, ("pin", "cross"), "off")
     assert run.data.dataset == "avazu" and run.train.optimizer.options == {"lr": 0.01}
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint_at_a_step_boundary(criteo, tmp_path, monkeypatch):
+    import signal
+
+    trainer = Trainer(tiny_run(), criteo, tmp_path / "cut", quiet=True)
+    original = trainer._w_step
+
+    def step_then_ctrl_c():
+        parts = original()
+        if trainer.state.step == 2:
+            signal.raise_signal(signal.SIGINT)        # as if the user pressed Ctrl-C mid-run
+        return parts
+
+    monkeypatch.setattr(trainer, "_w_step", step_then_ctrl_c)
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 2"):
+        trainer.fit()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # handler restored
+    resumed = Trainer(tiny_run(), criteo, tmp_path / "cut", quiet=True)
+    resumed.restore(tmp_path / "cut" / "last.npz")
+    resumed.fit()
+    resumed.finish()
+    _train(criteo, tmp_path / "full")
+    assert (tmp_path / "cut" / "metrics.json").read_text() == (tmp_path / "full" / "metrics.json").read_text()
