@@ -39,6 +39,8 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m adaref.bench planted", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=200_000)
+    p.add_argument("--max-vocab", type=int, default=100, help="largest field vocabulary of the generator")
+    p.add_argument("--fields", type=int, default=39, help="number of fields F of the generator")
     p.add_argument("--dim", type=int, default=8)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--k", type=int, default=2)
@@ -51,11 +53,12 @@ def main(argv: list[str]) -> int:
     work = args.out or tempfile.mkdtemp(prefix="adaref-planted-")
     data_dir = os.path.join(work, "data")
     if not os.path.exists(os.path.join(data_dir, "manifest.json")):
-        synthesize(SynthOptions(rows=args.rows, max_vocab=1000), data_dir)
+        synthesize(SynthOptions(rows=args.rows, max_vocab=args.max_vocab, n_fields=args.fields), data_dir)
     ds = open_encoded(data_dir)
     test = ds.splits["test"]
     bayes = bayes_optimal(np.asarray(ds.labels)[test], np.asarray(ds.probs)[test])
-    print(f"planted data: {len(ds.ids):,} rows, {ds.ids.shape[1]} fields; test {len(test):,} rows; "
+    print(f"planted data: {len(ds.ids):,} rows, {ds.ids.shape[1]} fields (vocabularies up to "
+          f"{max(ds.vocab_sizes)}); test {len(test):,} rows; "
           f"D = {args.dim}, L = {args.layers}, batch {args.batch}, {args.epochs} epochs at most")
     print(f"{'model':<22}{'test AUC':>9}{'gap':>8}{'log-loss':>10}{'gap':>8}{'MFLOPs':>8}{'time':>7}")
     print(f"{'Bayes-optimal':<22}{bayes['auc']:>9.4f}{'':>8}{bayes['log_loss']:>10.4f}")

@@ -36,8 +36,11 @@ scale.
 import math
 
 import numpy as np
+from numba import prange   # a plain range without the JIT; parallel chunks with it
 
 from adaref.kernels import Kernel
+
+CHUNK = 64   # examples per parallel task: each task owns its scratch arrays
 
 
 def _attention_forward_numpy(o, a, q, k, v, mask, scale):
@@ -57,49 +60,50 @@ def _attention_forward_numpy(o, a, q, k, v, mask, scale):
 
 def _attention_forward_loop(o, a, q, k, v, mask, scale):
     nb, nf, nh, dh = q.shape
-    qh = np.empty((nf, dh), dtype=q.dtype)          # one head's queries, contiguous
-    kt = np.empty((dh, nf), dtype=q.dtype)          # its keys, transposed
-    vh = np.empty((nf, dh), dtype=q.dtype)          # its values
-    s = np.empty((nf, nf), dtype=q.dtype)           # scores, then probabilities
-    oh = np.empty((nf, dh), dtype=q.dtype)          # its output
-    for b in range(nb):
-        for h in range(nh):
-            for j in range(nf):
-                for d in range(dh):
-                    qh[j, d] = q[b, j, h, d]
-                    kt[d, j] = k[b, j, h, d]
-                    vh[j, d] = v[b, j, h, d]
-            for i in range(nf):                     # s = q k^T, summed over d in order
+    for c in prange((nb + CHUNK - 1) // CHUNK):     # chunks of examples run in parallel
+        qh = np.empty((nf, dh), dtype=q.dtype)      # one head's queries, contiguous
+        kt = np.empty((dh, nf), dtype=q.dtype)      # its keys, transposed
+        vh = np.empty((nf, dh), dtype=q.dtype)      # its values
+        s = np.empty((nf, nf), dtype=q.dtype)       # scores, then probabilities
+        oh = np.empty((nf, dh), dtype=q.dtype)      # its output
+        for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
+            for h in range(nh):
                 for j in range(nf):
-                    s[i, j] = 0.0
-                for d in range(dh):
-                    qd = qh[i, d]
-                    for j in range(nf):
-                        s[i, j] += qd * kt[d, j]
-            for i in range(nf):                     # masked stable softmax per row
-                m = -np.inf
-                for j in range(nf):
-                    if mask[b, j]:
-                        s[i, j] *= scale
-                        if s[i, j] > m:
-                            m = s[i, j]
-                total = 0.0
-                for j in range(nf):
-                    e = math.exp(s[i, j] - m) if mask[b, j] else 0.0
-                    s[i, j] = e
-                    total += e
-                for j in range(nf):
-                    s[i, j] /= total
-                    a[b, h, i, j] = s[i, j]
-            for i in range(nf):                     # o = a v, summed over j in order
-                for d in range(dh):
-                    oh[i, d] = 0.0
-                for j in range(nf):
-                    p = s[i, j]
                     for d in range(dh):
-                        oh[i, d] += p * vh[j, d]
-                for d in range(dh):
-                    o[b, i, h, d] = oh[i, d]
+                        qh[j, d] = q[b, j, h, d]
+                        kt[d, j] = k[b, j, h, d]
+                        vh[j, d] = v[b, j, h, d]
+                for i in range(nf):                 # s = q k^T, summed over d in order
+                    for j in range(nf):
+                        s[i, j] = 0.0
+                    for d in range(dh):
+                        qd = qh[i, d]
+                        for j in range(nf):
+                            s[i, j] += qd * kt[d, j]
+                for i in range(nf):                 # masked stable softmax per row
+                    m = -np.inf
+                    for j in range(nf):
+                        if mask[b, j]:
+                            s[i, j] *= scale
+                            if s[i, j] > m:
+                                m = s[i, j]
+                    total = 0.0
+                    for j in range(nf):
+                        e = math.exp(s[i, j] - m) if mask[b, j] else 0.0
+                        s[i, j] = e
+                        total += e
+                    for j in range(nf):
+                        s[i, j] /= total
+                        a[b, h, i, j] = s[i, j]
+                for i in range(nf):                 # o = a v, summed over j in order
+                    for d in range(dh):
+                        oh[i, d] = 0.0
+                    for j in range(nf):
+                        p = s[i, j]
+                        for d in range(dh):
+                            oh[i, d] += p * vh[j, d]
+                    for d in range(dh):
+                        o[b, i, h, d] = oh[i, d]
 
 
 def _attention_backward_numpy(gq, gk, gv, go, q, k, v, a, scale):
@@ -117,47 +121,49 @@ def _attention_backward_numpy(gq, gk, gv, go, q, k, v, a, scale):
 
 def _attention_backward_loop(gq, gk, gv, go, q, k, v, a, scale):
     nb, nf, nh, dh = q.shape
-    qh = np.empty((nf, dh), dtype=q.dtype)          # one head's arrays, contiguous
-    kh = np.empty((nf, dh), dtype=q.dtype)
-    vh = np.empty((nf, dh), dtype=q.dtype)
-    gh = np.empty((nf, dh), dtype=q.dtype)
-    gqh = np.empty((nf, dh), dtype=q.dtype)
-    gkh = np.empty((nf, dh), dtype=q.dtype)
-    gvh = np.empty((nf, dh), dtype=q.dtype)
-    gs = np.empty(nf, dtype=q.dtype)
-    for b in range(nb):
-        for h in range(nh):
-            for j in range(nf):
-                for d in range(dh):
-                    qh[j, d] = q[b, j, h, d]
-                    kh[j, d] = k[b, j, h, d]
-                    vh[j, d] = v[b, j, h, d]
-                    gh[j, d] = go[b, j, h, d]
-                    gqh[j, d] = 0.0
-                    gkh[j, d] = 0.0
-                    gvh[j, d] = 0.0
-            for i in range(nf):
-                row = 0.0
+    for c in prange((nb + CHUNK - 1) // CHUNK):     # chunks of examples run in parallel
+        qh = np.empty((nf, dh), dtype=q.dtype)      # one head's arrays, contiguous
+        kh = np.empty((nf, dh), dtype=q.dtype)
+        vh = np.empty((nf, dh), dtype=q.dtype)
+        gh = np.empty((nf, dh), dtype=q.dtype)
+        gqh = np.empty((nf, dh), dtype=q.dtype)
+        gkh = np.empty((nf, dh), dtype=q.dtype)
+        gvh = np.empty((nf, dh), dtype=q.dtype)
+        gs = np.empty(nf, dtype=q.dtype)
+        for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
+            for h in range(nh):
                 for j in range(nf):
-                    p = a[b, h, i, j]
-                    ga = 0.0
                     for d in range(dh):
-                        ga += gh[i, d] * vh[j, d]
-                        gvh[j, d] += p * gh[i, d]
-                    gs[j] = ga
-                    row += ga * p
+                        qh[j, d] = q[b, j, h, d]
+                        kh[j, d] = k[b, j, h, d]
+                        vh[j, d] = v[b, j, h, d]
+                        gh[j, d] = go[b, j, h, d]
+                        gqh[j, d] = 0.0
+                        gkh[j, d] = 0.0
+                        gvh[j, d] = 0.0
+                for i in range(nf):
+                    row = 0.0
+                    for j in range(nf):
+                        p = a[b, h, i, j]
+                        ga = 0.0
+                        for d in range(dh):
+                            ga += gh[i, d] * vh[j, d]
+                            gvh[j, d] += p * gh[i, d]
+                        gs[j] = ga
+                        row += ga * p
+                    for j in range(nf):
+                        g = a[b, h, i, j] * (gs[j] - row) * scale
+                        for d in range(dh):
+                            gqh[i, d] += g * kh[j, d]
+                            gkh[j, d] += g * qh[i, d]
                 for j in range(nf):
-                    g = a[b, h, i, j] * (gs[j] - row) * scale
                     for d in range(dh):
-                        gqh[i, d] += g * kh[j, d]
-                        gkh[j, d] += g * qh[i, d]
-            for j in range(nf):
-                for d in range(dh):
-                    gq[b, j, h, d] = gqh[j, d]
-                    gk[b, j, h, d] = gkh[j, d]
-                    gv[b, j, h, d] = gvh[j, d]
+                        gq[b, j, h, d] = gqh[j, d]
+                        gk[b, j, h, d] = gkh[j, d]
+                        gv[b, j, h, d] = gvh[j, d]
 
 
-attention_forward = Kernel("attention_forward", _attention_forward_numpy, _attention_forward_loop)
+attention_forward = Kernel("attention_forward", _attention_forward_numpy, _attention_forward_loop,
+                           parallel=True)
 attention_backward = Kernel("attention_backward", _attention_backward_numpy,
-                            _attention_backward_loop)
+                            _attention_backward_loop, parallel=True)
