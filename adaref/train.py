@@ -94,7 +94,9 @@ def resolve_run(args: argparse.Namespace, hints: dict) -> RunConfig:
 
 def _print_table(metrics: dict, run_dir: Path, seconds: float) -> None:
     t = metrics["test"]
-    print(f"\nAdaEnsemble, test split ({t['examples']} examples), best step {metrics['best_step']}")
+    chosen = (f"best step {metrics['best_step']}" if metrics["best_step"] >= 0
+              else f"final weights after {metrics['steps']} steps (no validation split)")
+    print(f"\nAdaEnsemble, test split ({t['examples']} examples), {chosen}")
     print(f"  {'':<34}{'AUC':>8}{'log-loss':>10}")
     print(f"  {'hard exit (Algorithm 1, serving)':<34}{t['auc']:>8.4f}{t['log_loss']:>10.4f}")
     if t["auc_soft"] is not None:

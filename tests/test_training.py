@@ -219,3 +219,17 @@ def test_ctrl_c_saves_a_resumable_checkpoint_at_a_step_boundary(criteo, tmp_path
     resumed.finish()
     _train(criteo, tmp_path / "full")
     assert (tmp_path / "cut" / "metrics.json").read_text() == (tmp_path / "full" / "metrics.json").read_text()
+
+
+def test_nan_gradient_stops_with_the_step(criteo, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_run(), criteo, tmp_path, quiet=True)
+    head = trainer.model.estimators[0].linear.bias
+
+    def poison(self_loss):
+        original_backward(self_loss)
+        head.grad = np.full_like(head.data, np.nan)
+
+    original_backward = adaref.Tensor.backward
+    monkeypatch.setattr(adaref.Tensor, "backward", poison)
+    with pytest.raises(TrainingDiverged, match=r"step 1: .*estimators.0.linear.bias.*NaN"):
+        trainer._w_step()

@@ -141,10 +141,14 @@ class Trainer:
                 f"step {self.state.step + 1}: the loss is {parts['loss']} (parts {parts}); the last "
                 f"finite values were {json.dumps(last)}; the last good checkpoint is {self.dir / 'last.npz'}")
         loss.backward()
-        self.optimizers["embedding"].step()
-        self.optimizers["weights"].step()
-        if self.run.train.bilevel == "off":
-            self.optimizers["gates"].step()
+        try:
+            self.optimizers["embedding"].step()
+            self.optimizers["weights"].step()
+            if self.run.train.bilevel == "off":
+                self.optimizers["gates"].step()
+        except FloatingPointError as e:        # a NaN/Inf gradient under a finite loss
+            raise TrainingDiverged(f"step {self.state.step + 1}: {e}; the last good checkpoint is "
+                                   f"{self.dir / 'last.npz'}") from None
         self.state.step += 1
         for key, value in parts.items():
             self.state.sums[key] = self.state.sums.get(key, 0.0) + value
