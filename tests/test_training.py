@@ -72,7 +72,8 @@ def test_resume_after_interruption_ends_with_the_same_metrics(criteo, tmp_path):
 def test_resume_refuses_another_run_and_broken_files(criteo, tmp_path):
     _train(criteo, tmp_path / "a")
     other = Trainer(tiny_run(batch_size=256), criteo, tmp_path / "b", quiet=True)
-    with pytest.raises(StateDictError, match="another configuration"):
+    with pytest.raises(StateDictError, match=r"another configuration; first difference at "
+                                             r"run.train.batch_size: 512 != 256"):
         other.restore(tmp_path / "a" / "last.npz")
     broken = tmp_path / "broken.npz"
     data = (tmp_path / "a" / "last.npz").read_bytes()

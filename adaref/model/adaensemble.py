@@ -246,7 +246,7 @@ class AdaEnsemble(Module):
         for key in ("vocab_sizes", "dtype"):
             if saved.get(key) != mine[key]:
                 raise StateDictError(f"{path}: checkpoint {key} {saved.get(key)} != model {key} {mine[key]}")
-        diff = _first_difference(saved.get("config"), mine["config"])
+        diff = first_difference(saved.get("config"), mine["config"])
         if diff:
             raise StateDictError(f"{path}: checkpoint config differs from the model's at {diff}")
         try:
@@ -268,13 +268,13 @@ class AdaEnsemble(Module):
         return model
 
 
-def _first_difference(a: Any, b: Any, where: str = "config") -> str:
+def first_difference(a: Any, b: Any, where: str = "config") -> str:
     """The dotted path of the first difference between two JSON-like values, or ''."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if key not in a or key not in b:
                 return f"{where}.{key} (present in only one)"
-            found = _first_difference(a[key], b[key], f"{where}.{key}")
+            found = first_difference(a[key], b[key], f"{where}.{key}")
             if found:
                 return found
         return ""

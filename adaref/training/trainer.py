@@ -27,6 +27,7 @@ import numpy as np
 
 from adaref.io import load_npz, save_npz
 from adaref.model import AdaEnsemble
+from adaref.model.adaensemble import first_difference
 from adaref.nn import StateDictError
 from adaref.optim import build_optimizer
 from adaref.training.bilevel import darts_gate_gradient, split_parameters
@@ -301,8 +302,11 @@ class Trainer:
     def restore(self, path: str | os.PathLike) -> None:
         """Continue from a ``last.npz`` written by :meth:`save_resumable` of the same run."""
         arrays, meta = load_npz(path)
-        if meta.get("run") != json.loads(json.dumps(self.run.to_dict())):
-            raise StateDictError(f"{path}: the checkpoint belongs to a run with another configuration")
+        mine = json.loads(json.dumps(self.run.to_dict()))
+        if meta.get("run") != mine:
+            where = first_difference(meta.get("run"), mine, "run") or "run (missing)"
+            raise StateDictError(f"{path}: the checkpoint belongs to a run with another "
+                                 f"configuration; first difference at {where}")
         model_state = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
         try:
             self.model.load_state_dict(model_state)
