@@ -108,7 +108,7 @@ def _print_table(metrics: dict, run_dir: Path, seconds: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from adaref.data import load
+    from adaref.data import DataFormatError, OptionsError, load
     from adaref.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
     parser, hints = build_parser()
@@ -143,9 +143,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"run directory {run_dir}", flush=True)
         trainer.fit()
         metrics = trainer.finish()
-    except ConfigError as e:
+    except (ConfigError, OptionsError) as e:
         print(f"adaref.train: configuration error: {e}", file=sys.stderr)
         return 2
+    except DataFormatError as e:
+        print(f"adaref.train: data error: {e}", file=sys.stderr)
+        return 1
     except TrainingInterrupted as e:
         print(f"\nadaref.train: {e}", file=sys.stderr)
         return 130

@@ -185,6 +185,11 @@ def test_cli_config_file_and_flags(tmp_path, capsys):
     assert "unknown key 'batch_sise'" in capsys.readouterr().err
     assert train.main(["--sample", "criteo", "--quiet", "--model.gate.combine", "softly"]) == 2
     assert "choose one of gates, switch, unweighted" in capsys.readouterr().err
+    bad_data = tmp_path / "bad.txt"
+    bad_data.write_text("1\t2\n")
+    assert train.main(["--data", str(bad_data), "--dataset", "criteo", "--quiet",
+                       "--out", str(tmp_path / "run")]) == 1
+    assert f"data error: {bad_data}:1: expected 40 tab-separated fields, got 2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = capsys.readouterr().out
