@@ -194,8 +194,8 @@ class Tensor:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires it.
 
         ``grad`` is the upstream gradient (the vector of the vector-Jacobian product);
-        it may be omitted only for a single-element tensor. Gradients add up across
-        calls until :meth:`zero_grad`.
+        it may be omitted only for a single-element tensor, and is read in this tensor's
+        dtype. Gradients add up across calls until :meth:`zero_grad`.
         """
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad (no input did, or "
