@@ -69,3 +69,24 @@ def test_environment_switch(value, expected):
     out = subprocess.run([sys.executable, "-c", "from adaref import kernels; print(kernels.backend())"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=2, max_side=9),
+                  elements=st.floats(-5, 5)))
+def test_layer_norm_twins_agree_and_both_pass_the_oracle(x):
+    from hypothesis import assume
+
+    import adaref
+
+    assume(np.all(x.std(axis=-1) > 0.05))
+    g = np.cos(np.arange(x.size)).reshape(x.shape)
+    out = {}
+    for backend in kernels.BACKENDS:
+        with kernels.use_backend(backend):
+            t = Tensor(x, requires_grad=True)
+            y = ops.layer_norm(t)
+            y.backward(g)
+            out[backend] = (y.data, t.grad)
+            adaref.gradcheck(ops.layer_norm, x)
+    for a, b in zip(out["numba"], out["numpy"]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
