@@ -64,14 +64,17 @@ def criteo_file(tmp_path, rows):
 
 
 def test_presets_differ_as_documented(tmp_path):
-    # 10 lines; under upstream's positional split lines 1-8 are train.
+    # 10 lines; with upstream's options and the positional split, lines 1-8 are train
+    # (the upstream preset's own interleaved split trains on positions 0-800 of every
+    # 1,000 lines, i.e. all of a 10-line file: tested in test_upstream_split_is_interleaved).
     rows = [("0", "", "aaaaaaaa")] * 3 + [("1", "100", "aaaaaaaa")] * 3 + [("0", "-3", "bbbbbbbb")] * 2 \
         + [("1", "5", "cccccccc"), ("0", "", "")]
     p = criteo_file(tmp_path, rows)
     over = {"transform.rare_threshold": 2}
     paper = load("criteo", input=p, preset="paper", out=str(tmp_path / "p"), overrides=over,
                  options=None)
-    up = load("criteo", input=p, preset="upstream", out=str(tmp_path / "u"), overrides={"transform.rare_threshold": 1})
+    up = load("criteo", input=p, preset="upstream", out=str(tmp_path / "u"),
+              overrides={"transform.rare_threshold": 1, "split.kind": "positional"})
     assert paper.manifest["oov_embedding"] == "learned" and up.manifest["oov_embedding"] == "zero"
     assert len(paper.field_names) == 39 and len(up.field_names) == 38 and "I13" not in up.field_names
     assert up.splits["train"].tolist() == list(range(8)) and up.splits["val"].tolist() == []
@@ -91,7 +94,8 @@ def test_rare_threshold_counts_training_split_only(tmp_path):
     # 'dddddddd' appears 3 times, all in the last 20 % (upstream test split): it must be OOV.
     rows = [("0", "1", "aaaaaaaa")] * 12 + [("1", "1", "dddddddd")] * 3
     p = criteo_file(tmp_path, rows)
-    ds = load("criteo", input=p, preset="upstream", out=str(tmp_path / "u"), overrides={"transform.rare_threshold": 0})
+    ds = load("criteo", input=p, preset="upstream", out=str(tmp_path / "u"),
+              overrides={"transform.rare_threshold": 0, "split.kind": "positional"})
     assert ds.splits["test"].tolist() == [12, 13, 14]
     assert np.asarray(ds.ids[12:, 12]).tolist() == [0, 0, 0]
     assert ds.vocab_sizes[12] == 2  # OOV + aaaaaaaa
@@ -132,3 +136,24 @@ def test_options_reject_unknown_keys_and_wrong_types():
         DataOptions.from_dict({"split": {"kind": "shuffled"}})
     o = preset_options("paper", "criteo")
     assert DataOptions.from_dict(o.to_dict()) == o
+
+
+def test_upstream_split_is_interleaved_and_keeps_rare_numeric_levels(tmp_path):
+    """The authors' criteo_split.py: position p of each block of 1,000 lines trains if
+    p / 1000 <= 0.8; their numeric bins are never thresholded (only C1..C26 are)."""
+    rows = [("0", str(3 + (i % 7) * 40), "aaaaaaaa") for i in range(2100)]
+    p = criteo_file(tmp_path, rows)
+    up = load("criteo", input=p, preset="upstream", out=str(tmp_path / "u"))
+    assert up.manifest["options"]["split"]["kind"] == "interleaved"
+    test = up.splits["test"]
+    assert test.tolist() == list(range(801, 1000)) + list(range(1801, 2000))
+    assert len(up.splits["train"]) == 801 + 801 + 100
+    # with a threshold above every count, the numeric levels still get their own ids
+    strict = load("criteo", input=p, preset="upstream", out=str(tmp_path / "s"),
+                  overrides={"transform.rare_threshold": 10_000})
+    levels = {int(np.floor(np.log(v * v + 1))) for v in (3 + 40 * np.arange(7))}   # authors_log
+    assert np.all(np.asarray(strict.ids[:, 0]) != 0) and strict.vocab_sizes[0] == 1 + len(levels)
+    assert np.all(np.asarray(strict.ids[:, 12]) == 0)               # C1 is thresholded
+    paper = load("criteo", input=p, preset="paper", out=str(tmp_path / "p"),
+                 overrides={"transform.rare_threshold": 10_000})
+    assert np.all(np.asarray(paper.ids[:, 0]) == 0)                 # paper thresholds numerics too

@@ -26,7 +26,7 @@ presets (see adaref/data/config.py):
             id 0 = learned OOV row; random 70/10/20 split from --seed.
   upstream  the authors' code: floor(ln(v^2+1)), missing read as 0, I13 dropped (F = 38);
             levels kept if train count > 20 (> 1 on --sample); id 0 embeds to zero;
-            positional 80/20 split (first 80 % of lines train, no validation).
+            interleaved 80/20 split (lines 0-800 of every 1,000 train, no validation).
 
 The output directory holds ids.npy (B, F) int32, labels.npy (B,) float32, split.npy (B,)
 int8 (0 train, 1 val, 2 test), vocab.json and manifest.json. Running again with the same

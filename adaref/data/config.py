@@ -19,18 +19,19 @@ numeric_transform      Criteo ``winners_log``,     Criteo ``authors_log``,
                        iPinYou ``quantile``        iPinYou ``categorical``
 numeric_missing        ``own_id``                  ``as_zero``
 rare_rule              ``keep_ge`` (count >= 20)   ``keep_gt`` (count > 20)
+rare_numeric           yes                         no (every numeric level kept)
 oov_embedding          ``learned``                 ``zero``
 drop_fields            none                        Criteo ``I13`` (F = 38)
-split kind             ``random`` 70/10/20         ``positional`` 80/0/20
+split kind             ``random`` 70/10/20         ``interleaved`` 80/0/20
 =====================  ==========================  ==============================
 
 >>> o = preset_options("upstream", "criteo")
 >>> o.transform.drop_fields, o.split.kind, o.transform.oov_embedding
-(('I13',), 'positional', 'zero')
+(('I13',), 'interleaved', 'zero')
 >>> DataOptions.from_dict({"transform": {"rare_treshold": 5}})
 Traceback (most recent call last):
 ...
-adaref.data.config.OptionsError: TransformOptions: unknown option 'rare_treshold' (known: avazu_hour, drop_fields, n_bins, numeric_missing, numeric_transform, oov_embedding, rare_rule, rare_threshold)
+adaref.data.config.OptionsError: TransformOptions: unknown option 'rare_treshold' (known: avazu_hour, drop_fields, n_bins, numeric_missing, numeric_transform, oov_embedding, rare_numeric, rare_rule, rare_threshold)
 """
 from __future__ import annotations
 
@@ -165,6 +166,10 @@ class TransformOptions(_Options):
     #: levels appearing less than 20 times"); ``"keep_gt"`` keeps count > threshold
     #: (``upstream``). Rare and unseen levels map to id 0.
     rare_rule: str = "keep_ge"
+    #: Whether the rare threshold also applies to the levels of numeric fields: yes for
+    #: ``paper`` (§4.1.1 thresholds every field); no for ``upstream``, whose code keeps
+    #: every numeric bin (an identity column of 64 buckets) and thresholds only C1..C26.
+    rare_numeric: bool = True
     #: How the embedding layer must treat id 0: ``"learned"`` (one learned OOV row per
     #: field, ``paper``) or ``"zero"`` (embeds to the zero vector, ``upstream``).
     oov_embedding: str = "learned"
@@ -208,9 +213,11 @@ class SplitOptions(_Options):
     """
 
     #: ``"random"``: an exactly-sized uniformly random assignment from ``seed``
-    #: (§4.1.1, ``paper``); ``"positional"``: by line position, the first lines train
-    #: (authors' code, ``upstream``); ``"by_file"``: with several input files (iPinYou
-    #: train + test), the first file is train, the last is test, middle ones validation.
+    #: (§4.1.1, ``paper``); ``"interleaved"``: by position within each block of 1,000
+    #: lines, position p trains if p/1000 <= f_train (the authors' criteo_split.py, run by
+    #: their data script: 801 of every 1,000 lines train, ``upstream``); ``"positional"``:
+    #: the first lines train, the last test (their unused time split); ``"by_file"``: with
+    #: several input files (iPinYou train + test), the first file is train, the last test.
     kind: str = "random"
     #: Train/validation/test fractions of the data lines (sum 1).
     fractions: tuple[float, ...] = (0.7, 0.1, 0.2)
@@ -218,7 +225,7 @@ class SplitOptions(_Options):
     seed: int = 0
 
     def __post_init__(self):
-        _check_choice("SplitOptions", "kind", self.kind, ("random", "positional", "by_file"))
+        _check_choice("SplitOptions", "kind", self.kind, ("random", "interleaved", "positional", "by_file"))
         if len(self.fractions) != 3 or min(self.fractions) < 0 or abs(sum(self.fractions) - 1) > 1e-9:
             raise OptionsError(f"SplitOptions: fractions must be 3 non-negative numbers summing to 1, got {self.fractions}")
         if self.seed < 0:
@@ -281,8 +288,8 @@ def preset_options(preset: str, dataset: str) -> DataOptions:
     numeric = {"criteo": "authors_log", "avazu": "authors_log", "ipinyou": "categorical"}[dataset]
     return DataOptions(
         transform=TransformOptions(
-            numeric_transform=numeric, numeric_missing="as_zero", rare_rule="keep_gt",
+            numeric_transform=numeric, numeric_missing="as_zero", rare_rule="keep_gt", rare_numeric=False,
             oov_embedding="zero", drop_fields=("I13",) if dataset == "criteo" else (),
         ),
-        split=SplitOptions(kind="positional", fractions=(0.8, 0.0, 0.2)),
+        split=SplitOptions(kind="interleaved", fractions=(0.8, 0.0, 0.2)),
     )

@@ -99,7 +99,8 @@ def _build_vocab(plan: FieldPlan, keys, counts, options: TransformOptions) -> Fi
     if plan.kind == "numeric" and options.numeric_transform == "quantile":
         return FieldVocab.quantile(plan.name, quantile_edges(keys, counts, options.n_bins))
     own = plan.kind == "numeric" and options.numeric_missing == "own_id"
-    return FieldVocab.categorical(plan.name, keys, counts, options.min_count(), missing_own_id=own)
+    min_count = 1 if plan.kind == "numeric" and not options.rare_numeric else options.min_count()
+    return FieldVocab.categorical(plan.name, keys, counts, min_count, missing_own_id=own)
 
 
 def _shower(plan: FieldPlan, token_tables: dict, options: TransformOptions):

@@ -12,8 +12,11 @@ all input files. :class:`SplitAssigner` gives it a code 0 = train, 1 = validatio
   left, then shuffled within the block (sampling without replacement, sequentially).
   Everything comes from ``numpy.random.Generator(PCG64(seed))``: the same seed and N
   give byte-identical codes.
-* ``kind="positional"`` (``upstream``): the first ``n_train`` lines train, then
-  validation, then test (the authors' 80/20 by line position).
+* ``kind="interleaved"`` (``upstream``): line i has position p = i mod 1000 in its
+  block; it trains if p/1000 <= f_train, is validation if p/1000 <= f_train + f_val,
+  else test: the authors' ``criteo_split.py`` (80 %: 801 of every 1,000 lines train).
+* ``kind="positional"``: the first ``n_train`` lines train, then validation, then test
+  (the authors' unused time split).
 * ``kind="by_file"``: the first input file is train, the last is test, any middle
   file validation (the iPinYou train/test days).
 
@@ -23,6 +26,9 @@ all input files. :class:`SplitAssigner` gives it a code 0 = train, 1 = validatio
 [7, 1, 2]
 >>> SplitAssigner(SplitOptions(kind="positional", fractions=(0.8, 0.0, 0.2)), [10]).codes_for(np.arange(10)).tolist()
 [0, 0, 0, 0, 0, 0, 0, 0, 2, 2]
+>>> codes = SplitAssigner(SplitOptions(kind="interleaved", fractions=(0.8, 0.0, 0.2)), [2500]).codes_for(np.arange(2500))
+>>> np.bincount(codes, minlength=3).tolist(), codes[[0, 800, 801, 999, 1000]].tolist()
+([2001, 0, 499], [0, 0, 2, 2, 0])
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ __all__ = ["SPLIT_NAMES", "BLOCK", "SplitAssigner", "split_sizes"]
 SPLIT_NAMES = ("train", "val", "test")
 #: Lines per block of the random assignment; part of the split's definition.
 BLOCK = 1 << 16
+INTERLEAVE = 1000   # the authors' block of lines for the interleaved split
 
 
 def split_sizes(n: int, fractions) -> tuple[int, int, int]:
@@ -88,6 +95,11 @@ class SplitAssigner:
         if kind == "positional":
             t, v, _ = self.sizes
             return np.where(index < t, 0, np.where(index < t + v, 1, 2)).astype(np.int8)
+        if kind == "interleaved":
+            f_train, f_val, _ = self.options.fractions
+            position = (index % INTERLEAVE) / INTERLEAVE            # as the authors' idx % 1000 / 1000
+            return np.where(position <= f_train, 0,
+                            np.where(position <= f_train + f_val, 1, 2)).astype(np.int8)
         if kind == "by_file":
             bounds = np.cumsum(self.lines_per_file)
             f = np.searchsorted(bounds, index, side="right")

@@ -27,6 +27,7 @@ class TrainConfig(Config):
     """The training loop (§3.6, §4.1.4; paper-decisions rows 20-23)."""
 
     batch_size: int = 256                 # training mini-batch (the paper: 4096 on full data)
+    shuffle: bool = True                  # a new random order every epoch; false: file order (authors' code)
     epochs: float = 10.0                  # passes over the training split (an upper bound)
     max_steps: int = 0                    # stop after this many W steps (0: no limit)
     eval_every: int = 50                  # evaluate on the validation split every N W steps
@@ -94,16 +95,21 @@ def train_config(preset: str = "paper") -> TrainConfig:
 
     ``paper``: batch 4096, evaluation every 2,000 steps with early stopping, Algorithm 2
     (first order), G-FTRL on the embedding table and Adam (lr 1e-3) elsewhere.
-    ``upstream`` (the authors' exp1.py): batch 4096, 3 passes, no bi-level step (one joint
-    step on training batches), router z-loss weight 1, G-FTRL exactly as theirs (z starts
-    at 0, dense row updates), Adam lr 1e-3, no L2.
+    ``upstream`` (the authors' exp1.py): batch 4096, 3 passes in file order, no bi-level
+    step (one joint step on training batches), balance losses with weight 1 (their
+    ``alpha=1.0``) and router z-loss weight 1, G-FTRL exactly as theirs (z starts at 0,
+    dense row updates), Keras Adam (lr 1e-3, eps 1e-7 added to sqrt(v)), no L2.
     """
     if preset == "paper":
         return TrainConfig(batch_size=4096, epochs=10.0, eval_every=2000, patience=3)
     if preset == "upstream":
+        keras_adam = {"lr": 1e-3, "eps": 1e-7, "epsilon_form": "keras"}   # tf.keras Adam defaults
         return TrainConfig(batch_size=4096, epochs=3.0, eval_every=2000, patience=0, bilevel="off",
-                           z_loss=1.0, embedding_optimizer=OptimizerChoice(
-                               "gftrl", {"z_init": "zero", "sparse_update": "dense"}))
+                           shuffle=False, lambda1=1.0, lambda2=1.0, z_loss=1.0,
+                           embedding_optimizer=OptimizerChoice(
+                               "gftrl", {"z_init": "zero", "sparse_update": "dense"}),
+                           optimizer=OptimizerChoice("adam", keras_adam),
+                           gate_optimizer=OptimizerChoice("adam", keras_adam))
     raise ConfigError(f"unknown preset {preset!r}; choose 'paper' or 'upstream'")
 
 

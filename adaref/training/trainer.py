@@ -112,7 +112,8 @@ class Trainer:
     def _next_batch(self) -> np.ndarray:
         bs = self.run.train.batch_size
         if self.state.position >= len(self.permutation):
-            self.permutation = self.rng["batches"].permutation(self.rows["train"])
+            train = self.rows["train"]
+            self.permutation = self.rng["batches"].permutation(train) if self.run.train.shuffle else train
             self.state.epoch_index += 1
             self.state.position = 0
         rows = self.permutation[self.state.position:self.state.position + bs]
