@@ -62,14 +62,18 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
+        """Build from plain data; every unknown key anywhere in the tree is reported at
+        once, by its dotted path (``model.gate.jiter``), with the keys its class knows."""
         if not isinstance(data, dict):
             raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+        unknown = _unknown_keys(cls, data, "")
+        if unknown:
+            raise ConfigError("; ".join(f"{owner}: unknown key {path!r} (known: {', '.join(known)})"
+                                        for path, owner, known in unknown))
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         values = {}
         for key, value in data.items():
-            if key not in fields:
-                raise ConfigError(f"{cls.__name__}: unknown key {key!r} (known: {', '.join(fields)})")
             hint = hints[key]
             if isinstance(hint, type) and issubclass(hint, Config):
                 value = hint.from_dict(value) if isinstance(value, dict) else value
@@ -86,6 +90,22 @@ class Config:
     def replace(self, **changes: Any) -> "Config":
         """A copy with some fields changed, checked like :meth:`from_dict`."""
         return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def _unknown_keys(cls: type, data: dict, prefix: str) -> list[tuple[str, str, list[str]]]:
+    """(dotted path, class name, known keys) of every key of ``data`` that ``cls`` (or a
+    nested Config field) does not have."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    out = []
+    for key, value in data.items():
+        if key not in names:
+            out.append((prefix + key, cls.__name__, names))
+            continue
+        hint = hints[key]
+        if isinstance(hint, type) and issubclass(hint, Config) and isinstance(value, dict):
+            out.extend(_unknown_keys(hint, value, f"{prefix}{key}."))
+    return out
 
 
 def _tuplify(value: Any) -> Any:

@@ -62,6 +62,10 @@ def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
     path = Path(path)
     if not path.is_file():
         raise NpzError(f"{path}: no such file")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":
+        raise NpzError(f"{path}: not a .npz file (no zip header; {path.stat().st_size} bytes)")
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as archive:

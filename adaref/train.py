@@ -35,12 +35,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         usage="python -m adaref.train (--sample NAME | --data PATH --dataset NAME | --config JSON "
               "| --resume DIR) [options]",
         description="Train AdaEnsemble on Criteo, Avazu or iPinYou data and evaluate it.",
-        epilog="Every model and training option below can also be set in a --config JSON file "
+        epilog="Every model and training option above can also be set in a --config JSON file "
                "(the run directory's config.json has the full form).")
     src = p.add_argument_group("data")
-    src.add_argument("--sample", choices=["criteo", "avazu", "ipinyou"],
-                     help="train on the bundled real sample of this data set (data_samples/)")
-    src.add_argument("--data", metavar="PATH", help="a raw data file (needs --dataset)")
+    which = src.add_mutually_exclusive_group()
+    which.add_argument("--sample", choices=["criteo", "avazu", "ipinyou"],
+                       help="train on the bundled real sample of this data set (data_samples/)")
+    which.add_argument("--data", metavar="PATH", help="a raw data file (needs --dataset)")
     src.add_argument("--dataset", choices=["criteo", "avazu", "ipinyou"], help="the format of --data")
     run = p.add_argument_group("run")
     run.add_argument("--preset", choices=["paper", "upstream"],
@@ -109,6 +110,9 @@ def _print_table(metrics: dict, run_dir: Path, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from adaref.data import DataFormatError, OptionsError, load
+    from adaref.data.samples import SampleNotFoundError
+    from adaref.io import NpzError
+    from adaref.nn import StateDictError
     from adaref.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
     parser, hints = build_parser()
@@ -119,16 +123,22 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = Path(args.resume)
             if not (run_dir / "config.json").is_file() or not (run_dir / "last.npz").is_file():
                 parser.error(f"--resume {run_dir}: no config.json and last.npz there")
+            given = [k for k, v in vars(args).items() if v not in (None, False) and k not in ("resume", "quiet")]
+            if given:
+                names = ", ".join("--" + (k[4:] if k.startswith("cfg:") else k) for k in given)
+                parser.error(f"--resume takes every option from {run_dir / 'config.json'}; drop {names}")
             run = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
         else:
             if not args.sample and not args.data and not args.config:
-                parser.error("give --sample NAME, --data PATH --dataset NAME, or --config FILE")
+                parser.error("give --sample NAME, --data PATH --dataset NAME, --config FILE or --resume DIR")
             if args.data and not args.dataset:
                 parser.error("--data needs --dataset criteo|avazu|ipinyou")
             run = resolve_run(args, hints)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = Path(args.out) if args.out else Path("runs") / (
                 f"{run.data.dataset}-{run.data.preset}-s{run.seed}-{stamp}")
+        if run.train.xi > 0 and run.train.bilevel == "off" and not args.quiet:
+            print("adaref.train: note: --train.xi has no effect with --bilevel off", file=sys.stderr)
         d = run.data
         ds = load(d.dataset, sample=d.sample, input=None if d.sample else d.path, preset=d.preset,
                   seed=run.seed, overrides=d.overrides or None, progress=not args.quiet)
@@ -146,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OptionsError) as e:
         print(f"adaref.train: configuration error: {e}", file=sys.stderr)
         return 2
-    except DataFormatError as e:
+    except (DataFormatError, SampleNotFoundError) as e:
         print(f"adaref.train: data error: {e}", file=sys.stderr)
+        return 1
+    except (StateDictError, NpzError) as e:
+        print(f"adaref.train: checkpoint error: {e}", file=sys.stderr)
         return 1
     except TrainingInterrupted as e:
         print(f"\nadaref.train: {e}", file=sys.stderr)

@@ -107,6 +107,10 @@ def test_load_refuses_pickles_truncation_and_mismatch(tmp_path):
         Model(0).load(truncated)
     with pytest.raises(NpzError, match="no such file"):
         load_npz(tmp_path / "missing.npz")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_text("not an archive")
+    with pytest.raises(NpzError, match=r"garbage.npz: not a .npz file \(no zip header"):
+        load_npz(garbage)
     with pytest.raises(StateDictError, match=r"good.npz: load_state_dict: tensor head.weight"):
         m = Model(0)
         m.head = Linear(3, 1, rng=np.random.default_rng(0))

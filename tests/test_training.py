@@ -44,6 +44,7 @@ def test_same_seed_same_metrics_and_artefacts(criteo, tmp_path):
     _, b = _train(criteo, tmp_path / "b")
     assert (tmp_path / "a" / "metrics.json").read_text() == (tmp_path / "b" / "metrics.json").read_text()
     assert a["steps"] == 6 and a["test"]["examples"] == 2037
+    assert a["test"]["k"] == a["best_val"]["k"]          # scored at the k it was selected at
     for name in ("config.json", "metrics.json", "history.csv", "best.npz", "last.npz", "curves.png",
                  "expert_usage.png", "exit_depth.png", "k.png"):
         assert (tmp_path / "a" / name).is_file(), name
@@ -176,13 +177,18 @@ def test_objective_is_eq18():
                                         + 0.5 * out.z_loss.item(), rel=1e-12)
 
 
+def criteo_for_cli(tmp_path):
+    return load("criteo", sample=True, preset="paper", seed=0, out=str(tmp_path / "data"))
+
+
 def test_cli_config_file_and_flags(tmp_path, capsys):
     from adaref import train
 
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"train": {"batch_sise": 3}}))
+    bad.write_text(json.dumps({"train": {"batch_sise": 3}, "model": {"gate": {"jiter": 0.1}}}))
     assert train.main(["--sample", "criteo", "--config", str(bad), "--quiet"]) == 2
-    assert "unknown key 'batch_sise'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown key 'model.gate.jiter'" in err and "unknown key 'train.batch_sise'" in err
     assert train.main(["--sample", "criteo", "--quiet", "--model.gate.combine", "softly"]) == 2
     assert "choose one of gates, switch, unweighted" in capsys.readouterr().err
     bad_data = tmp_path / "bad.txt"
@@ -190,6 +196,15 @@ def test_cli_config_file_and_flags(tmp_path, capsys):
     assert train.main(["--data", str(bad_data), "--dataset", "criteo", "--quiet",
                        "--out", str(tmp_path / "run")]) == 1
     assert f"data error: {bad_data}:1: expected 40 tab-separated fields, got 2" in capsys.readouterr().err
+    run_dir = tmp_path / "cut"
+    _train(criteo_for_cli(tmp_path), run_dir)
+    with pytest.raises(SystemExit):
+        train.main(["--resume", str(run_dir), "--seed", "3"])
+    assert "--resume takes every option from" in capsys.readouterr().err
+    (run_dir / "last.npz").write_bytes(b"garbage")
+    assert train.main(["--resume", str(run_dir), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "checkpoint error" in err and "not a .npz file (no zip header" in err
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = capsys.readouterr().out

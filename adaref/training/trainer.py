@@ -138,10 +138,8 @@ class Trainer:
         self.model.zero_grad()
         loss, parts = self._loss(rows, self.rng["noise"])
         if not math.isfinite(parts["loss"]):
-            last = self.state.history[-1] if self.state.history else {}
-            raise TrainingDiverged(
-                f"step {self.state.step + 1}: the loss is {parts['loss']} (parts {parts}); the last "
-                f"finite values were {json.dumps(last)}; the last good checkpoint is {self.dir / 'last.npz'}")
+            raise TrainingDiverged(f"step {self.state.step + 1}: the loss is {parts['loss']} (parts "
+                                   f"{parts}); {self._last_good()}")
         loss.backward()
         try:
             self.optimizers["embedding"].step()
@@ -149,13 +147,20 @@ class Trainer:
             if self.run.train.bilevel == "off":
                 self.optimizers["gates"].step()
         except FloatingPointError as e:        # a NaN/Inf gradient under a finite loss
-            raise TrainingDiverged(f"step {self.state.step + 1}: {e}; the last good checkpoint is "
-                                   f"{self.dir / 'last.npz'}") from None
+            raise TrainingDiverged(f"step {self.state.step + 1}: {e}; {self._last_good()}") from None
         self.state.step += 1
         for key, value in parts.items():
             self.state.sums[key] = self.state.sums.get(key, 0.0) + value
         self.state.sums["count"] = self.state.sums.get("count", 0) + 1
         return parts
+
+    def _last_good(self) -> str:
+        """Where the run can be taken up again after a divergence."""
+        if not self.state.history:
+            return (f"no evaluation has run yet (the first is at step {self.run.train.eval_every}), "
+                    f"so there is no checkpoint to go back to")
+        return (f"the last finite values were {json.dumps(self.state.history[-1])}; the last good "
+                f"checkpoint is {self.dir / 'last.npz'}")
 
     def _alpha_step(self) -> None:
         """Algorithm 2, line 3: update alpha on a validation mini-batch."""
@@ -261,8 +266,10 @@ class Trainer:
         """Load the best weights, evaluate the test split, write metrics.json and plots."""
         if self.has_val and (self.dir / "best.npz").exists():
             self.model.load(self.dir / "best.npz")
+        # the selected weights are scored at the k they were selected at (annealing moves k)
+        step = self.state.best_step if self.state.best_step >= 0 else self.state.step
         test = evaluate(self.model, self.ids[self.rows["test"]], self.labels[self.rows["test"]],
-                        step=self.state.step, batch_size=self.run.train.eval_batch_size)
+                        step=step, batch_size=self.run.train.eval_batch_size)
         best = next(({k: v for k, v in r.items() if k != "seconds"} for r in self.state.history
                      if r["step"] == self.state.best_step), None)     # no wall time: results only
         metrics = {"test": test.to_dict(), "best_step": self.state.best_step,
