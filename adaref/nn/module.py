@@ -28,6 +28,18 @@ class StateDictError(ValueError):
     """A state dict that does not fit the module; the message names the tensor."""
 
 
+def check_state_array(owner: str, name: str, value, like: np.ndarray | Tensor, expects: str) -> None:
+    """Refuse a saved array whose shape or dtype differs from ``like``'s, naming it.
+
+    Shared by :meth:`Module.load_state_dict` and the optimisers' ``load_state_dict``.
+    """
+    value = np.asarray(value)
+    if value.shape != like.shape:
+        raise StateDictError(f"{owner}: {name} has shape {value.shape}, {expects} {like.shape}")
+    if value.dtype != like.dtype:
+        raise StateDictError(f"{owner}: {name} has dtype {value.dtype}, {expects} {like.dtype}")
+
+
 class Parameter(Tensor):
     """A Tensor that a Module owns and an optimiser updates (``requires_grad`` always)."""
 
@@ -117,13 +129,7 @@ class Module:
         if unexpected:
             raise StateDictError(f"load_state_dict: unexpected tensor(s) {', '.join(unexpected)}")
         for name, p in params.items():
-            value = np.asarray(state[name])
-            if value.shape != p.shape:
-                raise StateDictError(f"load_state_dict: tensor {name} has shape {value.shape}, "
-                                     f"the module expects {p.shape}")
-            if value.dtype != p.dtype:
-                raise StateDictError(f"load_state_dict: tensor {name} has dtype {value.dtype}, "
-                                     f"the module expects {p.dtype}")
+            check_state_array("load_state_dict", f"tensor {name}", state[name], p, "the module expects")
         for name, p in params.items():
             np.copyto(p.data, state[name])
 

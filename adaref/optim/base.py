@@ -50,7 +50,7 @@ from typing import Any, ClassVar, Iterable, Literal, Mapping
 import numpy as np
 
 from adaref.config import Config, ConfigError
-from adaref.nn.module import StateDictError
+from adaref.nn.module import StateDictError, check_state_array
 from adaref.tensor import RowSparseGrad, Tensor
 
 __all__ = ["Optimizer", "OptimizerConfig", "StateDictError"]
@@ -257,13 +257,7 @@ class Optimizer:
         for key, where in expected.items():
             if where is None:
                 continue
-            value, p = np.asarray(state[key]), params[where[1]]
-            if value.shape != p.shape:
-                raise StateDictError(f"{owner}: key {key} has shape {value.shape}, "
-                                     f"the parameter has {p.shape}")
-            if value.dtype != p.dtype:
-                raise StateDictError(f"{owner}: key {key} has dtype {value.dtype}, "
-                                     f"the parameter has {p.dtype}")
+            check_state_array(owner, f"key {key}", state[key], params[where[1]], "the parameter has")
         for key, where in expected.items():
             if where is not None:
                 np.copyto(self.state[where[0]][where[1]], state[key])
