@@ -758,31 +758,39 @@ def _finite_max(x: np.ndarray, axis: int, name: str) -> np.ndarray:
 
 
 class LayerNorm(Function):
-    """y = (x - mean) / sqrt(var + eps) over the last axis (biased variance, as
-    TensorFlow's and PyTorch's layer norms). Gain and bias are applied outside.
+    """y = (x - mean) / sqrt(var + eps) * gain + bias over the last axis (biased
+    variance, as TensorFlow's and PyTorch's layer norms); x (..., D), gain and bias
+    (D,), both optional (then y = xhat, the plain normalisation).
 
-    VJP with xhat = y and inv = 1/sqrt(var + eps), over D entries:
-    gx = inv * (g - mean(g) - xhat * mean(g * xhat)).
+    VJP with xhat = (x - mean) * inv, inv = 1/sqrt(var + eps), gh = g * gain, over D
+    entries: gx = inv * (gh - mean(gh) - xhat * mean(gh * xhat)); ggain = sum over rows
+    of g * xhat; gbias = sum over rows of g.
     Both directions run as one pass per row (kernels ``layer_norm_forward`` /
-    ``layer_norm_backward``, Numba or NumPy twin).
+    ``layer_norm_backward``, Numba or NumPy twin), the affine map fused in.
     """
 
     name = "layer_norm"
 
-    def forward(self, x, eps=1e-5):
+    def forward(self, x, gain=None, bias=None, eps=1e-5):
         d = x.shape[-1]
+        self.affine = gain is not None
+        if not self.affine:
+            gain, bias = np.ones(d, dtype=x.dtype), np.zeros(d, dtype=x.dtype)
         x2 = np.ascontiguousarray(x.reshape(-1, d))                    # (N, D)
+        y = np.empty_like(x2)                                          # (N, D)
         self.xhat = np.empty_like(x2)                                  # (N, D)
         self.inv = np.empty((x2.shape[0], 1), dtype=x.dtype)           # (N, 1)
-        kernels.layer_norm_forward(self.xhat, self.inv, x2, x.dtype.type(eps))
+        self.gain = np.ascontiguousarray(gain)                         # (D,)
+        kernels.layer_norm_forward(y, self.xhat, self.inv, x2, self.gain,
+                                   np.ascontiguousarray(bias), x.dtype.type(eps))
         self.shape = x.shape
-        return self.xhat.reshape(x.shape)
+        return y.reshape(x.shape)
 
     def backward(self, g):
         g2 = np.ascontiguousarray(g.reshape(self.xhat.shape))          # (N, D)
-        gx = np.empty_like(g2)
-        kernels.layer_norm_backward(gx, g2, self.xhat, self.inv)
-        return (gx.reshape(self.shape),)
+        gx, ggain, gbias = np.empty_like(g2), np.empty_like(self.gain), np.empty_like(self.gain)
+        kernels.layer_norm_backward(gx, ggain, gbias, g2, self.gain, self.xhat, self.inv)
+        return (gx.reshape(self.shape), ggain, gbias) if self.affine else (gx.reshape(self.shape),)
 
 
 class EmbeddingLookup(Function):
@@ -820,9 +828,26 @@ def log_softmax(x, axis: int = -1) -> Tensor:
     return LogSoftmax.apply(x, axis=_axes(axis, x.ndim)[0])
 
 
-def layer_norm(x, eps: float = 1e-5) -> Tensor:
-    """Normalise over the last axis to zero mean and unit (biased) variance."""
-    return LayerNorm.apply(_lift(x), eps=eps)
+def layer_norm(x, eps: float = 1e-5, gain=None, bias=None) -> Tensor:
+    """Normalise over the last axis to zero mean and unit (biased) variance, then
+    ``* gain + bias`` (each (D,)) when given: both or neither.
+
+    >>> y = layer_norm(Tensor(np.array([[1.0, 3.0]])), 1e-12, Tensor(np.array([2.0, 2.0])),
+    ...                Tensor(np.array([0.0, 1.0])))
+    >>> y.data.tolist()
+    [[-2.0, 3.0]]
+    """
+    x = _lift(x)
+    if (gain is None) != (bias is None):
+        raise ValueError("layer_norm: give both gain and bias, or neither")
+    if gain is None:
+        return LayerNorm.apply(x, eps=eps)
+    gain, bias = _lift(gain), _lift(bias)
+    d = x.shape[-1] if x.ndim else None
+    if gain.shape != (d,) or bias.shape != (d,):
+        raise ShapeError(f"layer_norm: gain {gain.shape} and bias {bias.shape} must be (D,) = ({d},) "
+                         f"for input shape {x.shape}")
+    return LayerNorm.apply(x, gain, bias, eps=eps)
 
 
 def embedding(weight, ids) -> Tensor:

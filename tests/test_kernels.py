@@ -72,21 +72,33 @@ def test_environment_switch(value, expected):
 
 
 @given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=2, max_side=9),
-                  elements=st.floats(-5, 5)))
-def test_layer_norm_twins_agree_and_both_pass_the_oracle(x):
+                  elements=st.floats(-5, 5)), st.booleans())
+def test_layer_norm_twins_agree_and_both_pass_the_oracle(x, affine):
     from hypothesis import assume
 
     import adaref
 
     assume(np.all(x.std(axis=-1) > 0.05))
+    d = x.shape[-1]
+    params = (1.0 + np.sin(np.arange(d)), np.cos(np.arange(d))) if affine else ()
     g = np.cos(np.arange(x.size)).reshape(x.shape)
     out = {}
     for backend in kernels.BACKENDS:
         with kernels.use_backend(backend):
-            t = Tensor(x, requires_grad=True)
-            y = ops.layer_norm(t)
+            t, ps = Tensor(x, requires_grad=True), [Tensor(p, requires_grad=True) for p in params]
+            y = ops.layer_norm(t, 1e-5, *ps)
             y.backward(g)
-            out[backend] = (y.data, t.grad)
-            adaref.gradcheck(ops.layer_norm, x)
+            out[backend] = (y.data, t.grad) + tuple(p.grad for p in ps)
+            adaref.gradcheck(lambda *a: ops.layer_norm(a[0], 1e-5, *a[1:]), x, *params)
     for a, b in zip(out["numba"], out["numpy"]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+def test_layer_norm_propagates_nan_and_inf(backend):
+    # the loop is compiled with fast-math reassociation only: NaN/Inf must still show
+    x = np.arange(12.0).reshape(3, 4)
+    x[1, 2], x[2, 0] = np.nan, np.inf
+    with kernels.use_backend(backend):
+        y = ops.layer_norm(Tensor(x), 1e-5, Tensor(np.ones(4)), Tensor(np.zeros(4))).data
+    assert np.all(np.isfinite(y[0])) and np.all(np.isnan(y[1])) and not np.any(np.isfinite(y[2]))

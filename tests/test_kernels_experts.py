@@ -141,8 +141,30 @@ def test_attention_twins_agree_within_bound(data, nb, nf, nh, dh, dtype):
     for x, y in list(zip(fwd["numba"], fwd["numpy"])) + list(zip(bwd["numba"], bwd["numpy"])):
         scale = max(1.0, float(np.abs(y).max()))
         np.testing.assert_allclose(x, y, rtol=0, atol=rtol * scale)
-    assert np.all(a[~np.broadcast_to(mask[:, None, None, :], a.shape)] == 0)
-    np.testing.assert_allclose(a.sum(axis=-1), 1, rtol=1e-5)
+    for backend in kernels.BACKENDS:
+        a = fwd[backend][1]
+        assert np.all(a[~np.broadcast_to(mask[:, None, None, :], a.shape)] == 0)
+        np.testing.assert_allclose(a.sum(axis=-1), 1, rtol=1e-5)
+        with kernels.use_backend(backend):      # a=None: the same output, nothing saved
+            o = empty(nb, nf, nh, dh)
+            katt.attention_forward(o, None, q, k, v, mask, 0.7)
+        np.testing.assert_array_equal(o, fwd[backend][0])
+
+
+def test_exp_nonpositive_within_two_ulp_and_exact_zero_below_its_range():
+    import numba
+
+    from adaref.kernels.expm import exp_nonpositive
+
+    run = numba.njit(lambda t, buf: exp_nonpositive(t, buf.view(np.int64), buf, len(t)))
+    x = -np.concatenate([np.linspace(0, 40, 20001), np.geomspace(1e-300, 708, 5001)])
+    t = x.copy()
+    run(t, np.empty(len(t)))
+    ulps = np.abs(t - np.exp(x)) / (np.exp(x) * np.finfo(np.float64).eps)
+    assert ulps.max() <= 2
+    special = np.array([-np.inf, -708.5, -1000.0, np.nan, -0.0])
+    run(special, np.empty(5))
+    assert special[:3].tolist() == [0.0, 0.0, 0.0] and np.isnan(special[3]) and special[4] == 1.0
 
 
 # ============================================================================

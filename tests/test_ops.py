@@ -2,10 +2,12 @@
 gradient check by the oracle, no mutation, float32 kept and consistent."""
 import hypothesis.extra.numpy as hnp
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 
 import adaref
-from adaref import ops
+from adaref import Tensor, ops
+from adaref.tensor import ShapeError
 from opcheck import away_from_zero, broadcastable, floats, min_gap, one_shape, op_test
 
 KINK = 1e-3  # finite differences use eps = 1e-6; stay 1000 eps away from kinks and ties
@@ -304,6 +306,28 @@ def test_log_softmax_topk_mask(): pass
 @op_test(ops.layer_norm, shapes=one_shape(min_side=2), elements=floats(-3.0, 3.0),
          avoid=lambda x: bool(np.any(x.std(axis=-1) < 0.05)))
 def test_layer_norm(): pass
+
+
+@st.composite
+def _norm_shapes(draw):
+    x = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=2, max_side=4))
+    return (x, x[-1:], x[-1:])
+
+
+@op_test(lambda x, gain, bias: ops.layer_norm(x, 1e-5, gain, bias), n_args=3, shapes=_norm_shapes(),
+         elements=floats(-3.0, 3.0), avoid=lambda x, gain, bias: bool(np.any(x.std(axis=-1) < 0.05)))
+def test_layer_norm_affine(): pass
+
+
+def test_layer_norm_affine_is_the_plain_norm_times_gain_plus_bias():
+    rng = np.random.default_rng(0)
+    x, gain, bias = rng.normal(size=(3, 4, 5)), rng.normal(size=5), rng.normal(size=5)
+    fused = ops.layer_norm(Tensor(x), 1e-5, Tensor(gain), Tensor(bias)).data
+    np.testing.assert_allclose(fused, ops.layer_norm(Tensor(x), 1e-5).data * gain + bias, rtol=1e-14, atol=1e-14)
+    with pytest.raises(ValueError, match="both gain and bias"):
+        ops.layer_norm(Tensor(x), 1e-5, Tensor(gain))
+    with pytest.raises(ShapeError, match=r"layer_norm: gain \(4,\)"):
+        ops.layer_norm(Tensor(x), 1e-5, Tensor(np.ones(4)), Tensor(np.ones(4)))
 
 
 @st.composite

@@ -34,7 +34,7 @@ from adaref.kernels.conv import col2im, im2col, maxpool_backward, maxpool_forwar
 from adaref.kernels.hadamard import (ACT_LINEAR, ACT_RELU, BIAS_INSIDE, BIAS_NONE,
                                      BIAS_OUTSIDE, bias_act_backward, bias_act_forward,
                                      hadamard_backward, hadamard_forward)
-from adaref.tensor import Function, ShapeError, Tensor
+from adaref.tensor import Function, ShapeError, Tensor, is_grad_enabled
 
 FUSED_ACTIVATIONS = {"linear": ACT_LINEAR, "relu": ACT_RELU}
 BIAS_MODES = {None: BIAS_NONE, "outside": BIAS_OUTSIDE, "inside": BIAS_INSIDE}
@@ -160,7 +160,8 @@ class Attention(Function):
         self.scale = scale
         nb, nf, nh, _ = q.shape
         o = np.empty_like(self.q)                                    # (B, F, H, dh)
-        self.a = np.empty((nb, nh, nf, nf), dtype=q.dtype)           # (B, H, F, F)
+        # the probabilities are kept only when a backward pass can follow
+        self.a = np.empty((nb, nh, nf, nf), dtype=q.dtype) if is_grad_enabled() and any(self.needs_grad) else None
         attention_forward(o, self.a, self.q, self.k, self.v, mask, scale)
         return o
 

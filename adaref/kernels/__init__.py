@@ -52,9 +52,14 @@ def use_backend(name: str) -> Iterator[None]:
 class Kernel:
     """A NumPy twin and a Numba-compiled loop with one signature and one meaning."""
 
-    def __init__(self, name: str, numpy_impl: Callable, loop_impl: Callable, parallel: bool = False):
+    def __init__(self, name: str, numpy_impl: Callable, loop_impl: Callable, parallel: bool = False,
+                 reassoc: bool = False):
         self.name, self.numpy_impl, self.loop_impl = name, numpy_impl, loop_impl
         self.parallel = parallel   # loop_impl uses numba.prange over independent chunks
+        # reassoc: LLVM may reorder the loop's sums (vectorised reductions). Only this
+        # fast-math flag, never the ones that assume no NaN/Inf: a NaN still propagates.
+        # Results stay deterministic on one machine; the twins' stated bound covers it.
+        self.fastmath = {"reassoc"} if reassoc else False
         self._compiled: Callable | None = None
         self.__doc__ = numpy_impl.__doc__
 
@@ -62,7 +67,8 @@ class Kernel:
         if self._compiled is None:
             import numba  # imported on first use: `import adaref` stays fast
 
-            self._compiled = numba.njit(cache=True, nogil=True, parallel=self.parallel)(self.loop_impl)
+            self._compiled = numba.njit(cache=True, nogil=True, parallel=self.parallel,
+                                        fastmath=self.fastmath)(self.loop_impl)
         return self._compiled(*args)
 
     def __call__(self, *args):

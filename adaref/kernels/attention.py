@@ -5,6 +5,8 @@ a projection ``(B, F, H*dh)`` reshapes, so no transpose is needed around the ker
 the output has the same layout. ``mask`` (B, F) bool marks the keys each example may
 attend to (all True when there is nothing to mask); a masked key gets score -inf and
 probability 0. Every example needs at least one unmasked key (the caller checks).
+The forward saves the probabilities into ``a`` (B, H, F, F) for the backward; pass
+``a=None`` when no gradient is needed (inference) and they are not written.
 
 Forward, per example b, head h and query i:
 
@@ -20,8 +22,10 @@ Backward, given go = dL/do and the saved probabilities a:
     gq_i = scale * sum_j gs_ij k_j ,   gk_j = scale * sum_i gs_ij q_i
 
 Agreement of the twins: the NumPy twin uses batched matmuls (BLAS or NumPy's own
-inner loops, whose summation order is not specified), the loop adds in index order.
-Each output is a sum of at most max(F, dh) products, so the two differ by at most
+inner loops, whose summation order is not specified); the forward loop adds in index
+order, the backward lets LLVM reorder its sums over queries (``reassoc``), both in
+float64 scratch whatever the input dtype (float32 is rounded once, when stored), and
+takes its exps from :mod:`adaref.kernels.expm` (within 2 ulp of NumPy's). Each output is a sum of at most max(F, dh) products, so the two differ by at most
 about ``2 * max(F, dh) * eps * (sum of |terms|)`` (eps the dtype's unit roundoff);
 ``tests/test_kernels_experts.py`` checks a relative 1e-12 (float64) on the output
 scale.
@@ -33,18 +37,19 @@ scale.
 >>> o.ravel().tolist()      # equal scores: the mean of the values
 [2.0, 2.0]
 """
-import math
 
 import numpy as np
 from numba import prange   # a plain range without the JIT; parallel chunks with it
 
 from adaref.kernels import Kernel
+from adaref.kernels.expm import exp_nonpositive
 
 CHUNK = 64   # examples per parallel task: each task owns its scratch arrays
 
 
 def _attention_forward_numpy(o, a, q, k, v, mask, scale):
-    """o (B, F, H, dh) and a (B, H, F, F) from q, k, v (B, F, H, dh), mask (B, F) bool."""
+    """o (B, F, H, dh) and a (B, H, F, F) (None: not saved) from q, k, v (B, F, H, dh),
+    mask (B, F) bool."""
     qh = q.transpose(0, 2, 1, 3)                                    # (B, H, F, dh)
     kh = k.transpose(0, 2, 3, 1)                                    # (B, H, dh, F)
     vh = v.transpose(0, 2, 1, 3)                                    # (B, H, F, dh)
@@ -54,56 +59,74 @@ def _attention_forward_numpy(o, a, q, k, v, mask, scale):
     s -= s.max(axis=-1, keepdims=True)
     np.exp(s, out=s)
     s /= s.sum(axis=-1, keepdims=True)
-    a[...] = s                                                      # (B, H, F, F)
+    if a is not None:
+        a[...] = s                                                  # (B, H, F, F)
     o[...] = np.matmul(s, vh).transpose(0, 2, 1, 3)                 # (B, F, H, dh)
 
 
 def _attention_forward_loop(o, a, q, k, v, mask, scale):
+    # One example and head at a time, in float64 scratch laid out [key j, query i] so
+    # that every inner loop runs over the F queries (LLVM vectorises them) and the
+    # softmax's exps are one call over F*F values (kernels.expm).
     nb, nf, nh, dh = q.shape
     for c in prange((nb + CHUNK - 1) // CHUNK):     # chunks of examples run in parallel
-        qh = np.empty((nf, dh), dtype=q.dtype)      # one head's queries, contiguous
-        kt = np.empty((dh, nf), dtype=q.dtype)      # its keys, transposed
-        vh = np.empty((nf, dh), dtype=q.dtype)      # its values
-        s = np.empty((nf, nf), dtype=q.dtype)       # scores, then probabilities
-        oh = np.empty((nf, dh), dtype=q.dtype)      # its output
+        qt = np.empty((dh, nf))                     # one head's queries, transposed
+        st = np.empty((nf, nf))                     # st[j, i]: score, then probability
+        flat = st.reshape(nf * nf)
+        pow2 = np.empty(nf * nf)                    # scratch of exp_nonpositive
+        m = np.empty(nf)                            # max score of each query
+        inv = np.empty(nf)                          # 1 / sum of each query's exps
+        ot = np.empty((dh, nf))                     # output, transposed
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             for h in range(nh):
+                for i in range(nf):
+                    m[i] = -np.inf
+                    for d in range(dh):
+                        qt[d, i] = q[b, i, h, d]
+                for j in range(nf):                 # st[j] = scale <q_i, k_j>, summed over d
+                    for i in range(nf):
+                        st[j, i] = 0.0
+                    for d in range(dh):
+                        kd = k[b, j, h, d]
+                        for i in range(nf):
+                            st[j, i] += qt[d, i] * kd
+                    if mask[b, j]:
+                        for i in range(nf):
+                            st[j, i] *= scale
+                            if st[j, i] > m[i]:
+                                m[i] = st[j, i]
+                    else:
+                        for i in range(nf):
+                            st[j, i] = -np.inf      # masked key: probability 0
+                for j in range(nf):
+                    for i in range(nf):
+                        st[j, i] -= m[i]
+                exp_nonpositive(flat, pow2.view(np.int64), pow2, nf * nf)
+                for i in range(nf):
+                    inv[i] = 0.0
+                for j in range(nf):                 # sum over keys j in index order
+                    for i in range(nf):
+                        inv[i] += st[j, i]
+                for i in range(nf):
+                    inv[i] = 1.0 / inv[i]
+                for j in range(nf):
+                    for i in range(nf):
+                        st[j, i] *= inv[i]
+                if a is not None:
+                    for i in range(nf):
+                        for j in range(nf):
+                            a[b, h, i, j] = st[j, i]
+                for d in range(dh):                 # o = a v, summed over j in order
+                    for i in range(nf):
+                        ot[d, i] = 0.0
                 for j in range(nf):
                     for d in range(dh):
-                        qh[j, d] = q[b, j, h, d]
-                        kt[d, j] = k[b, j, h, d]
-                        vh[j, d] = v[b, j, h, d]
-                for i in range(nf):                 # s = q k^T, summed over d in order
-                    for j in range(nf):
-                        s[i, j] = 0.0
+                        vd = v[b, j, h, d]
+                        for i in range(nf):
+                            ot[d, i] += st[j, i] * vd
+                for i in range(nf):
                     for d in range(dh):
-                        qd = qh[i, d]
-                        for j in range(nf):
-                            s[i, j] += qd * kt[d, j]
-                for i in range(nf):                 # masked stable softmax per row
-                    m = -np.inf
-                    for j in range(nf):
-                        if mask[b, j]:
-                            s[i, j] *= scale
-                            if s[i, j] > m:
-                                m = s[i, j]
-                    total = 0.0
-                    for j in range(nf):
-                        e = math.exp(s[i, j] - m) if mask[b, j] else 0.0
-                        s[i, j] = e
-                        total += e
-                    for j in range(nf):
-                        s[i, j] /= total
-                        a[b, h, i, j] = s[i, j]
-                for i in range(nf):                 # o = a v, summed over j in order
-                    for d in range(dh):
-                        oh[i, d] = 0.0
-                    for j in range(nf):
-                        p = s[i, j]
-                        for d in range(dh):
-                            oh[i, d] += p * vh[j, d]
-                    for d in range(dh):
-                        o[b, i, h, d] = oh[i, d]
+                        o[b, i, h, d] = ot[d, i]
 
 
 def _attention_backward_numpy(gq, gk, gv, go, q, k, v, a, scale):
@@ -120,50 +143,54 @@ def _attention_backward_numpy(gq, gk, gv, go, q, k, v, a, scale):
 
 
 def _attention_backward_loop(gq, gk, gv, go, q, k, v, a, scale):
+    # As the forward: float64 scratch laid out [key j, query i], loops over queries i
+    # innermost; the sums over i (gk, gv) are reductions LLVM may reorder (reassoc).
     nb, nf, nh, dh = q.shape
     for c in prange((nb + CHUNK - 1) // CHUNK):     # chunks of examples run in parallel
-        qh = np.empty((nf, dh), dtype=q.dtype)      # one head's arrays, contiguous
-        kh = np.empty((nf, dh), dtype=q.dtype)
-        vh = np.empty((nf, dh), dtype=q.dtype)
-        gh = np.empty((nf, dh), dtype=q.dtype)
-        gqh = np.empty((nf, dh), dtype=q.dtype)
-        gkh = np.empty((nf, dh), dtype=q.dtype)
-        gvh = np.empty((nf, dh), dtype=q.dtype)
-        gs = np.empty(nf, dtype=q.dtype)
+        at = np.empty((nf, nf))                     # at[j, i] = a_ij
+        ga = np.empty((nf, nf))                     # ga[j, i] = <go_i, v_j>, then gs
+        qt = np.empty((dh, nf))                     # queries, transposed
+        got = np.empty((dh, nf))                    # output gradient, transposed
+        gqt = np.empty((dh, nf))                    # query gradient, transposed
+        row = np.empty(nf)                          # sum_j a_ij ga_ij of each query
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             for h in range(nh):
-                for j in range(nf):
-                    for d in range(dh):
-                        qh[j, d] = q[b, j, h, d]
-                        kh[j, d] = k[b, j, h, d]
-                        vh[j, d] = v[b, j, h, d]
-                        gh[j, d] = go[b, j, h, d]
-                        gqh[j, d] = 0.0
-                        gkh[j, d] = 0.0
-                        gvh[j, d] = 0.0
                 for i in range(nf):
-                    row = 0.0
-                    for j in range(nf):
-                        p = a[b, h, i, j]
-                        ga = 0.0
-                        for d in range(dh):
-                            ga += gh[i, d] * vh[j, d]
-                            gvh[j, d] += p * gh[i, d]
-                        gs[j] = ga
-                        row += ga * p
-                    for j in range(nf):
-                        g = a[b, h, i, j] * (gs[j] - row) * scale
-                        for d in range(dh):
-                            gqh[i, d] += g * kh[j, d]
-                            gkh[j, d] += g * qh[i, d]
-                for j in range(nf):
                     for d in range(dh):
-                        gq[b, j, h, d] = gqh[j, d]
-                        gk[b, j, h, d] = gkh[j, d]
-                        gv[b, j, h, d] = gvh[j, d]
+                        qt[d, i] = q[b, i, h, d]
+                        got[d, i] = go[b, i, h, d]
+                        gqt[d, i] = 0.0
+                    for j in range(nf):
+                        at[j, i] = a[b, h, i, j]
+                    row[i] = 0.0
+                for j in range(nf):
+                    for i in range(nf):
+                        ga[j, i] = 0.0
+                    for d in range(dh):
+                        vd = v[b, j, h, d]
+                        for i in range(nf):
+                            ga[j, i] += got[d, i] * vd
+                    for i in range(nf):
+                        row[i] += at[j, i] * ga[j, i]
+                for j in range(nf):
+                    for i in range(nf):
+                        ga[j, i] = at[j, i] * (ga[j, i] - row[i]) * scale     # gs
+                    for d in range(dh):
+                        kd = k[b, j, h, d]
+                        sk = 0.0
+                        sv = 0.0
+                        for i in range(nf):
+                            gqt[d, i] += ga[j, i] * kd
+                            sk += ga[j, i] * qt[d, i]
+                            sv += at[j, i] * got[d, i]
+                        gk[b, j, h, d] = sk
+                        gv[b, j, h, d] = sv
+                for i in range(nf):
+                    for d in range(dh):
+                        gq[b, i, h, d] = gqt[d, i]
 
 
 attention_forward = Kernel("attention_forward", _attention_forward_numpy, _attention_forward_loop,
                            parallel=True)
 attention_backward = Kernel("attention_backward", _attention_backward_numpy,
-                            _attention_backward_loop, parallel=True)
+                            _attention_backward_loop, parallel=True, reassoc=True)

@@ -1,14 +1,23 @@
-"""Layer normalisation over the last axis, forward and backward (``ops.layer_norm``).
+"""Layer normalisation over the last axis with an optional affine map, forward and
+backward (``ops.layer_norm``).
 
-Rows are the (B * F) vectors of length D that are normalised on their own:
+Rows are the (B * F) vectors of length D that are normalised on their own; gain and
+bias (D,) are shared by every row:
 
     forward   mu = mean(x),  var = mean((x - mu)^2),  inv = 1 / sqrt(var + eps),
-              xhat = (x - mu) * inv
-    backward  gx = inv * (g - mean(g) - xhat * mean(g * xhat))
+              xhat = (x - mu) * inv,  y = xhat * gain + bias
+    backward  gh = g * gain
+              gx = inv * (gh - mean(gh) - xhat * mean(gh * xhat))
+              ggain = sum_rows g * xhat,  gbias = sum_rows g
 
-Agreement of the twins: NumPy's means sum pairwise, the loop sums left to right, so the
-two differ by rounding only: at most about D * eps relative to the row's scale (eps the
-unit roundoff); ``tests/test_kernels.py`` checks 1e-12 in float64.
+Without an affine map the caller passes gain = 1 and bias = 0 (then y = xhat exactly).
+Fusing the affine map saves two passes over the (B, F, D) map in each direction.
+
+Agreement of the twins: NumPy's means and column sums add pairwise, the loop adds left
+to right, so the two differ by rounding only: at most about D * eps relative to the
+row's scale for y and gx, N * eps for ggain and gbias (eps the unit roundoff, N the
+rows; the loop is compiled with ``reassoc``, so LLVM may add in any order, which the
+same bound covers); ``tests/test_kernels.py`` checks 1e-12 in float64.
 """
 import math
 
@@ -17,16 +26,18 @@ import numpy as np
 from adaref.kernels import Kernel
 
 
-def _layer_norm_forward_numpy(xhat, inv, x, eps):
-    """xhat (N, D) and inv (N, 1) from x (N, D)."""
+def _layer_norm_forward_numpy(y, xhat, inv, x, gain, bias, eps):
+    """y, xhat (N, D) and inv (N, 1) from x (N, D), gain and bias (D,)."""
     mu = x.mean(axis=-1, keepdims=True)
     centred = x - mu
     var = (centred * centred).mean(axis=-1, keepdims=True)
     inv[...] = 1 / np.sqrt(var + eps)
     np.multiply(centred, inv, out=xhat)
+    np.multiply(xhat, gain, out=y)
+    y += bias
 
 
-def _layer_norm_forward_loop(xhat, inv, x, eps):
+def _layer_norm_forward_loop(y, xhat, inv, x, gain, bias, eps):
     n, d = x.shape
     for i in range(n):
         total = 0.0
@@ -40,27 +51,41 @@ def _layer_norm_forward_loop(xhat, inv, x, eps):
         r = 1.0 / math.sqrt(sq / d + eps)
         inv[i, 0] = r
         for j in range(d):
-            xhat[i, j] = (x[i, j] - mu) * r
+            h = (x[i, j] - mu) * r
+            xhat[i, j] = h
+            y[i, j] = h * gain[j] + bias[j]
 
 
-def _layer_norm_backward_numpy(gx, g, xhat, inv):
-    """gx (N, D) from the upstream g (N, D), the saved xhat (N, D) and inv (N, 1)."""
-    gx[...] = inv * (g - g.mean(axis=-1, keepdims=True)
-                     - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+def _layer_norm_backward_numpy(gx, ggain, gbias, g, gain, xhat, inv):
+    """gx (N, D), ggain and gbias (D,) from the upstream g (N, D), gain (D,) and the
+    saved xhat (N, D) and inv (N, 1)."""
+    gh = g * gain
+    gx[...] = inv * (gh - gh.mean(axis=-1, keepdims=True)
+                     - xhat * (gh * xhat).mean(axis=-1, keepdims=True))
+    ggain[...] = (g * xhat).sum(axis=0)
+    gbias[...] = g.sum(axis=0)
 
 
-def _layer_norm_backward_loop(gx, g, xhat, inv):
+def _layer_norm_backward_loop(gx, ggain, gbias, g, gain, xhat, inv):
     n, d = g.shape
+    for j in range(d):
+        ggain[j] = 0.0
+        gbias[j] = 0.0
     for i in range(n):
         sg = 0.0
         sgx = 0.0
         for j in range(d):
-            sg += g[i, j]
-            sgx += g[i, j] * xhat[i, j]
+            gh = g[i, j] * gain[j]
+            sg += gh
+            sgx += gh * xhat[i, j]
+            ggain[j] += g[i, j] * xhat[i, j]
+            gbias[j] += g[i, j]
         mg, mgx, r = sg / d, sgx / d, inv[i, 0]
         for j in range(d):
-            gx[i, j] = r * (g[i, j] - mg - xhat[i, j] * mgx)
+            gx[i, j] = r * (g[i, j] * gain[j] - mg - xhat[i, j] * mgx)
 
 
-layer_norm_forward = Kernel("layer_norm_forward", _layer_norm_forward_numpy, _layer_norm_forward_loop)
-layer_norm_backward = Kernel("layer_norm_backward", _layer_norm_backward_numpy, _layer_norm_backward_loop)
+layer_norm_forward = Kernel("layer_norm_forward", _layer_norm_forward_numpy, _layer_norm_forward_loop,
+                            reassoc=True)
+layer_norm_backward = Kernel("layer_norm_backward", _layer_norm_backward_numpy, _layer_norm_backward_loop,
+                             reassoc=True)

@@ -29,4 +29,4 @@ class LayerNorm(Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.dim:
             raise ShapeError(f"LayerNorm: last axis of input shape {x.shape} is not {self.dim}")
-        return ops.layer_norm(x, self.eps) * self.gain + self.bias
+        return ops.layer_norm(x, self.eps, self.gain, self.bias)                # (..., D)
