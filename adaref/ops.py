@@ -805,7 +805,7 @@ class EmbeddingLookup(Function):
 
     def forward(self, weight, ids=None):
         self.shape, self.ids = weight.shape, ids
-        return weight[ids]
+        return np.take(weight, ids, axis=0)      # (..., D); weight[ids], several times faster
 
     def backward(self, g):
         rows, inverse = np.unique(self.ids, return_inverse=True)   # (R,), (n,)

@@ -102,3 +102,15 @@ def test_layer_norm_propagates_nan_and_inf(backend):
     with kernels.use_backend(backend):
         y = ops.layer_norm(Tensor(x), 1e-5, Tensor(np.ones(4)), Tensor(np.zeros(4))).data
     assert np.all(np.isfinite(y[0])) and np.all(np.isnan(y[1])) and not np.any(np.isfinite(y[2]))
+
+
+@pytest.mark.parametrize("preset,first,expected", [(None, "adaref", "4"), ("20", "adaref", "20"),
+                                                    (None, "numpy", "None")])
+def test_openblas_thread_timeout_default(preset, first, expected):
+    # set before NumPy loads OpenBLAS, never over the user's value, never after NumPy
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    code = f"import {first}, adaref, os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
