@@ -38,5 +38,5 @@ def test_planted_bench_runs_and_prints_every_model(tmp_path, capsys):
                  "--eval-every", "2", "--batch", "256", "--models", "adaensemble,pin",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for label in ("Bayes-optimal", "AdaEnsemble k=3", "pin only", "attention"):
+    for label in ("Bayes-optimal", "AdaEnsemble k=2", "pin only", "attention"):
         assert label in out

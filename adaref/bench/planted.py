@@ -40,9 +40,10 @@ def _run_config(experts: tuple[str, ...], k: int, controller: bool, args) -> Run
     ctl = {**model.controller.to_dict(), "enabled": controller, "train_form": "straight_through"}
     model = model.replace(moe=moe, controller=ctl)
     adam = OptimizerChoice("adam", {"lr": args.lr})
+    embedding = OptimizerChoice("gftrl", {"alpha": args.gftrl_alpha}) if args.gftrl_alpha > 0 else adam
     train = TrainConfig(batch_size=args.batch, epochs=args.epochs, eval_every=args.eval_every,
                         patience=args.patience, bilevel="off", lambda1=args.lambda1, lambda2=args.lambda2,
-                        embedding_optimizer=adam, optimizer=adam, gate_optimizer=adam)
+                        embedding_optimizer=embedding, optimizer=adam, gate_optimizer=adam)
     return RunConfig(data=DataChoice(sample=False, path="synthetic"), model=model, train=train,
                      dtype="float32", seed=args.seed)
 
@@ -65,17 +66,19 @@ def term_coefficients(model, ids: np.ndarray, terms: np.ndarray, k: int, batch: 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m adaref.bench planted", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=200_000, help="rows of planted data (70/10/20 split)")
+    p.add_argument("--rows", type=int, default=400_000, help="rows of planted data (70/10/20 split)")
     p.add_argument("--fields", type=int, default=10, help="number of fields F of the generator")
     p.add_argument("--max-vocab", type=int, default=20, help="largest field vocabulary of the generator")
     p.add_argument("--dim", type=int, default=16, help="embedding size D")
     p.add_argument("--layers", type=int, default=2, help="SparseMoE layers L")
-    p.add_argument("--k", type=int, default=3, help="AdaEnsemble's final k (annealed from 5)")
+    p.add_argument("--k", type=int, default=2, help="AdaEnsemble's final k (annealed from 5)")
     p.add_argument("--k-steps", type=int, default=500, help="steps over which k is annealed")
     p.add_argument("--no-controller", action="store_true", help="AdaEnsemble without the depth controller")
     p.add_argument("--lambda1", type=float, default=0.0, help="eq. 18's weight of the expert load term")
     p.add_argument("--lambda2", type=float, default=0.0, help="eq. 18's weight of the depth load term")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (every parameter)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (all but the embeddings)")
+    p.add_argument("--gftrl-alpha", type=float, default=0.05,
+                   help="G-FTRL rate alpha of the embeddings (0: Adam for them too)")
     p.add_argument("--epochs", type=float, default=20.0, help="at most this many epochs")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--eval-every", type=int, default=100, help="steps between validation evaluations")
@@ -94,7 +97,8 @@ def main(argv: list[str]) -> int:
     bayes = bayes_optimal(np.asarray(ds.labels)[test], np.asarray(ds.probs)[test])
     print(f"planted data: {len(ds.ids):,} rows, {ds.ids.shape[1]} fields (vocabularies up to "
           f"{max(ds.vocab_sizes) - 1}); test {len(test):,} rows; D = {args.dim}, L = {args.layers}, "
-          f"batch {args.batch}, Adam lr {args.lr}, at most {args.epochs:g} epochs; work dir {work}")
+          f"batch {args.batch}, Adam lr {args.lr}, G-FTRL alpha {args.gftrl_alpha}, at most "
+          f"{args.epochs:g} epochs; work dir {work}")
     head = f"{'model':<22}{'test AUC':>9}{'gap':>8}{'log-loss':>10}{'gap':>8}{'MFLOPs':>8}{'time':>7}"
     print(head + "".join(f"{t:>10}" for t in TERMS))
     print(f"{'Bayes-optimal':<22}{bayes['auc']:>9.4f}{'':>8}{bayes['log_loss']:>10.4f}{'':>23}"

@@ -161,7 +161,8 @@ class Attention(Function):
         nb, nf, nh, _ = q.shape
         o = np.empty_like(self.q)                                    # (B, F, H, dh)
         # the probabilities are kept only when a backward pass can follow
-        self.a = np.empty((nb, nh, nf, nf), dtype=q.dtype) if is_grad_enabled() and any(self.needs_grad) else None
+        keep = is_grad_enabled() and any(self.needs_grad)
+        self.a = np.empty((nb, nh, nf, nf), dtype=q.dtype) if keep else None   # (B, H, F, F)
         attention_forward(o, self.a, self.q, self.k, self.v, mask, scale)
         return o
 
