@@ -38,6 +38,7 @@ scale.
 [2.0, 2.0]
 """
 
+import numba
 import numpy as np
 from numba import prange   # a plain range without the JIT; parallel chunks with it
 
@@ -64,6 +65,23 @@ def _attention_forward_numpy(o, a, q, k, v, mask, scale):
     o[...] = np.matmul(s, vh).transpose(0, 2, 1, 3)                 # (B, F, H, dh)
 
 
+def _key_dots(out, xt, y, b, h):
+    """out[j, i] = sum_d xt[d, i] * y[b, j, h, d], summed over d in order: the dot
+    products of every key j with every query i (xt: queries transposed, (dh, F)),
+    the inner loop over queries i (vectorised)."""
+    nf, dh = out.shape[0], xt.shape[0]
+    for j in range(nf):
+        for i in range(nf):
+            out[j, i] = 0.0
+        for d in range(dh):
+            yd = y[b, j, h, d]
+            for i in range(nf):
+                out[j, i] += xt[d, i] * yd
+
+
+key_dots = numba.njit(inline="always")(_key_dots)
+
+
 def _attention_forward_loop(o, a, q, k, v, mask, scale):
     # One example and head at a time, in float64 scratch laid out [key j, query i] so
     # that every inner loop runs over the F queries (LLVM vectorises them) and the
@@ -83,13 +101,8 @@ def _attention_forward_loop(o, a, q, k, v, mask, scale):
                     m[i] = -np.inf
                     for d in range(dh):
                         qt[d, i] = q[b, i, h, d]
-                for j in range(nf):                 # st[j] = scale <q_i, k_j>, summed over d
-                    for i in range(nf):
-                        st[j, i] = 0.0
-                    for d in range(dh):
-                        kd = k[b, j, h, d]
-                        for i in range(nf):
-                            st[j, i] += qt[d, i] * kd
+                key_dots(st, qt, k, b, h)           # st[j, i] = <q_i, k_j>
+                for j in range(nf):                 # scaled, masked, and each query's max
                     if mask[b, j]:
                         for i in range(nf):
                             st[j, i] *= scale
@@ -163,13 +176,8 @@ def _attention_backward_loop(gq, gk, gv, go, q, k, v, a, scale):
                     for j in range(nf):
                         at[j, i] = a[b, h, i, j]
                     row[i] = 0.0
+                key_dots(ga, got, v, b, h)          # ga[j, i] = <go_i, v_j>
                 for j in range(nf):
-                    for i in range(nf):
-                        ga[j, i] = 0.0
-                    for d in range(dh):
-                        vd = v[b, j, h, d]
-                        for i in range(nf):
-                            ga[j, i] += got[d, i] * vd
                     for i in range(nf):
                         row[i] += at[j, i] * ga[j, i]
                 for j in range(nf):
