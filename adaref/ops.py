@@ -22,7 +22,7 @@ import numpy as np
 from scipy.special import erf
 
 from adaref import kernels
-from adaref.tensor import DTypeError, Function, RowSparseGrad, ShapeError, Tensor
+from adaref.tensor import DTypeError, Function, RowSparseGrad, ShapeError, Tensor, is_grad_enabled
 
 _SQRT_2 = np.sqrt(2.0)
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
@@ -778,7 +778,8 @@ class LayerNorm(Function):
             gain, bias = np.ones(d, dtype=x.dtype), np.zeros(d, dtype=x.dtype)
         x2 = np.ascontiguousarray(x.reshape(-1, d))                    # (N, D)
         y = np.empty_like(x2)                                          # (N, D)
-        self.xhat = np.empty_like(x2)                                  # (N, D)
+        keep = is_grad_enabled() and any(self.needs_grad)              # a backward can follow
+        self.xhat = np.empty_like(x2) if keep else None                # (N, D)
         self.inv = np.empty((x2.shape[0], 1), dtype=x.dtype)           # (N, 1)
         self.gain = np.ascontiguousarray(gain)                         # (D,)
         kernels.layer_norm_forward(y, self.xhat, self.inv, x2, self.gain,

@@ -114,3 +114,20 @@ def test_openblas_thread_timeout_default(preset, first, expected):
     code = f"import {first}, adaref, os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+def test_layer_norm_without_grad_gives_the_same_output_and_saves_nothing(backend):
+    from adaref import no_grad
+    from adaref.ops import LayerNorm
+
+    rng = np.random.default_rng(3)
+    x, gain, bias = rng.normal(size=(4, 3, 5)), rng.normal(size=5), rng.normal(size=5)
+    with kernels.use_backend(backend):
+        y = ops.layer_norm(Tensor(x, requires_grad=True), 1e-5, Tensor(gain), Tensor(bias))
+        with no_grad():
+            z = ops.layer_norm(Tensor(x, requires_grad=True), 1e-5, Tensor(gain), Tensor(bias))
+        ctx = LayerNorm([Tensor(x)])                # no input needs a gradient
+        ctx.forward(x, gain, bias, eps=1e-5)
+    np.testing.assert_array_equal(y.data, z.data)
+    assert y._ctx.xhat is not None and ctx.xhat is None

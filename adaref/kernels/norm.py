@@ -27,13 +27,16 @@ from adaref.kernels import Kernel
 
 
 def _layer_norm_forward_numpy(y, xhat, inv, x, gain, bias, eps):
-    """y, xhat (N, D) and inv (N, 1) from x (N, D), gain and bias (D,)."""
+    """y, xhat (N, D) and inv (N, 1) from x (N, D), gain and bias (D,); ``xhat=None``
+    when no backward follows (it is not written)."""
     mu = x.mean(axis=-1, keepdims=True)
     centred = x - mu
     var = (centred * centred).mean(axis=-1, keepdims=True)
     inv[...] = 1 / np.sqrt(var + eps)
-    np.multiply(centred, inv, out=xhat)
-    np.multiply(xhat, gain, out=y)
+    h = centred * inv
+    if xhat is not None:
+        xhat[...] = h
+    np.multiply(h, gain, out=y)
     y += bias
 
 
@@ -52,7 +55,8 @@ def _layer_norm_forward_loop(y, xhat, inv, x, gain, bias, eps):
         inv[i, 0] = r
         for j in range(d):
             h = (x[i, j] - mu) * r
-            xhat[i, j] = h
+            if xhat is not None:                     # pruned at compile time when None
+                xhat[i, j] = h
             y[i, j] = h * gain[j] + bias[j]
 
 
