@@ -291,7 +291,7 @@ class Relu(Function):
 
     def forward(self, x):
         self.positive = x > 0
-        return np.where(self.positive, x, 0).astype(x.dtype, copy=False)
+        return np.maximum(x, 0)          # keeps the dtype; NaN stays NaN (np.where would give 0)
 
     def backward(self, g):
         return (g * self.positive,)

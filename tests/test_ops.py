@@ -352,3 +352,8 @@ def test_clip(): pass
 @op_test(lambda a, b, cond: ops.where(cond, a, b), n_args=2,
          constants=lambda s, kw: st.tuples(hnp.arrays(bool, np.broadcast_shapes(*s))))
 def test_where(): pass
+
+
+def test_relu_keeps_dtype_and_propagates_nan():
+    y = ops.relu(Tensor(np.array([-1.0, np.nan, 0.0, 2.0], dtype=np.float32))).data
+    assert y.dtype == np.float32 and np.isnan(y[1]) and y[[0, 2, 3]].tolist() == [0.0, 0.0, 2.0]
