@@ -235,3 +235,24 @@ def test_regulariser_gradients_flow_through_P_only():
     adaref.gradcheck(z_loss, logits)
     lse = np.log(np.exp(logits).sum(1))
     assert z_loss(Tensor(logits)).item() == pytest.approx(np.mean(lse ** 2))
+
+
+def test_sparse_moe_copies_x0_only_for_experts_that_read_it():
+    from adaref.model.dispatcher import sparse_moe
+
+    seen = {}
+
+    class Probe:
+        def __init__(self, name, uses_x0):
+            self.name, self.uses_x0 = name, uses_x0
+
+        def __call__(self, x, x0):
+            seen[self.name] = None if x0 is None else x0.data.copy()
+            return x * 1.0
+
+    x = Tensor(np.arange(24.0).reshape(3, 2, 4))
+    x0 = Tensor(-np.arange(24.0).reshape(3, 2, 4))
+    mask = np.array([[True, True], [False, True], [True, False]])
+    sparse_moe(x, x0, mask, Tensor(mask * 1.0), [Probe("reads", True), Probe("ignores", False)])
+    assert seen["ignores"] is None
+    np.testing.assert_array_equal(seen["reads"], x0.data[[0, 2]])

@@ -102,7 +102,8 @@ def sparse_moe(x: Tensor, x0: Tensor, mask: np.ndarray, weights: Tensor,
         x: X_{l-1} (B, F, D); x0: X_0 (B, F, D).
         mask: (B, N) bool, True where expert j is selected for example b.
         weights: (B, N) combine weights, zero where ``mask`` is False.
-        experts: N expert modules, ``expert(x_j, x0_j) -> (n_j, F, D)``.
+        experts: N expert modules, ``expert(x_j, x0_j) -> (n_j, F, D)``; an expert whose
+            ``uses_x0`` is False gets ``x0_j = None`` (its X_0 rows are not copied).
 
     Returns the combined output (B, F, D) and the row indices routed to each expert.
 
@@ -123,7 +124,8 @@ def sparse_moe(x: Tensor, x0: Tensor, mask: np.ndarray, weights: Tensor,
     for j, (expert, r) in enumerate(zip(experts, rows)):
         if r.size == 0:
             continue                                  # no example routed here: not run
-        y = expert(dispatch(x, r), dispatch(x0, r))   # (n_j, F, D)
+        x0_r = dispatch(x0, r) if getattr(expert, "uses_x0", True) else None  # only if it reads X_0
+        y = expert(dispatch(x, r), x0_r)              # (n_j, F, D)
         if y.shape != (len(r),) + x.shape[1:]:
             raise ShapeError(f"sparse_moe: expert {j} returned shape {y.shape}, expected "
                              f"{(len(r),) + x.shape[1:]}")
