@@ -25,8 +25,9 @@ Agreement of the twins: the NumPy twin uses batched matmuls (BLAS or NumPy's own
 inner loops, whose summation order is not specified); the forward loop adds in index
 order, the backward lets LLVM reorder its sums over queries (``reassoc``), both in
 float64 scratch whatever the input dtype (float32 is rounded once, when stored), and
-takes its exps from :mod:`adaref.kernels.expm` (within 2 ulp of NumPy's). Each output is a sum of at most max(F, dh) products, so the two differ by at most
-about ``2 * max(F, dh) * eps * (sum of |terms|)`` (eps the dtype's unit roundoff);
+takes its exps from :mod:`adaref.kernels.expm` (within 2 ulp of NumPy's). Each output
+is a sum of at most max(F, dh) products, so the two differ by at most about
+``2 * max(F, dh) * eps * (sum of |terms|)`` (eps the dtype's unit roundoff);
 ``tests/test_kernels_experts.py`` checks a relative 1e-12 (float64) on the output
 scale.
 
