@@ -40,3 +40,9 @@ def test_planted_bench_runs_and_prints_every_model(tmp_path, capsys):
     out = capsys.readouterr().out
     for label in ("Bayes-optimal", "AdaEnsemble k=2", "pin only", "attention"):
         assert label in out
+
+
+def test_planted_bench_refuses_an_unknown_model_name(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--models", "adaensemble,foo"])
+    assert e.value.code == 2 and "unknown 'foo'" in capsys.readouterr().err

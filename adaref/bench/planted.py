@@ -7,7 +7,7 @@ expert, k = 1, no controller) with the same training options, and prints each mo
 test AUC and log-loss beside the Bayes-optimal values of the same split (the true
 probabilities scored as predictions).
 
-A second table shows which planted interactions each model learned: the least-squares
+The term columns show which planted interactions each model learned: the least-squares
 coefficients of the model's test logit on the five planted terms (each term's share of
 the true logit; the true logit is their sum plus a constant, so the true model scores
 1 on every term, and a term a model cannot represent scores near 0).
@@ -64,8 +64,11 @@ def term_coefficients(model, ids: np.ndarray, terms: np.ndarray, k: int, batch: 
 
 
 def main(argv: list[str]) -> int:
+    class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
     p = argparse.ArgumentParser(prog="python -m adaref.bench planted", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=Formatter)
     p.add_argument("--rows", type=int, default=400_000, help="rows of planted data (70/10/20 split)")
     p.add_argument("--fields", type=int, default=10, help="number of fields F of the generator")
     p.add_argument("--max-vocab", type=int, default=20, help="largest field vocabulary of the generator")
@@ -80,13 +83,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--gftrl-alpha", type=float, default=0.05,
                    help="G-FTRL rate alpha of the embeddings (0: Adam for them too)")
     p.add_argument("--epochs", type=float, default=20.0, help="at most this many epochs")
-    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--batch", type=int, default=512, help="training mini-batch")
     p.add_argument("--eval-every", type=int, default=100, help="steps between validation evaluations")
     p.add_argument("--patience", type=int, default=5, help="early stopping patience (evaluations)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
-    p.add_argument("--models", default="adaensemble," + ",".join(EXPERTS))
+    p.add_argument("--models", default="adaensemble," + ",".join(EXPERTS),
+                   help="comma-separated: adaensemble and/or single experts, in this order")
     p.add_argument("--out", default=None, help="working directory (default: a temporary one)")
     args = p.parse_args(argv)
+    unknown = [m for m in args.models.split(",") if m not in ("adaensemble",) + EXPERTS]
+    if unknown:
+        p.error(f"--models: unknown {', '.join(map(repr, unknown))}; choose from adaensemble, "
+                + ", ".join(EXPERTS))
     work = args.out or tempfile.mkdtemp(prefix="adaref-planted-")
     data_dir = os.path.join(work, f"data-{args.rows}-{args.fields}-{args.max_vocab}")
     if not os.path.exists(os.path.join(data_dir, "manifest.json")):
