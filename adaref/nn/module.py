@@ -16,7 +16,7 @@ are recursed into. Names are dotted paths such as ``layers.0.experts.cross.W``.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -38,6 +38,18 @@ def check_state_array(owner: str, name: str, value, like: np.ndarray | Tensor, e
         raise StateDictError(f"{owner}: {name} has shape {value.shape}, {expects} {like.shape}")
     if value.dtype != like.dtype:
         raise StateDictError(f"{owner}: {name} has dtype {value.dtype}, {expects} {like.dtype}")
+
+
+def check_state_keys(owner: str, expected: Iterable[str], state: Mapping, noun: str) -> None:
+    """Refuse a state dict with a missing or an unexpected entry, naming every one
+    (``noun``: "tensor(s)" or "key(s)"). Shared like :func:`check_state_array`."""
+    expected = list(expected)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in set(expected)]
+    if missing:
+        raise StateDictError(f"{owner}: missing {noun} {', '.join(missing)}")
+    if unexpected:
+        raise StateDictError(f"{owner}: unexpected {noun} {', '.join(map(str, unexpected))}")
 
 
 class Parameter(Tensor):
@@ -122,12 +134,7 @@ class Module:
         key may be present; otherwise :class:`StateDictError` names the tensor.
         """
         params = dict(self.named_parameters())
-        missing = [n for n in params if n not in state]
-        unexpected = [n for n in state if n not in params]
-        if missing:
-            raise StateDictError(f"load_state_dict: missing tensor(s) {', '.join(missing)}")
-        if unexpected:
-            raise StateDictError(f"load_state_dict: unexpected tensor(s) {', '.join(unexpected)}")
+        check_state_keys("load_state_dict", params, state, "tensor(s)")
         for name, p in params.items():
             check_state_array("load_state_dict", f"tensor {name}", state[name], p, "the module expects")
         for name, p in params.items():

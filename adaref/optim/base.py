@@ -50,7 +50,7 @@ from typing import Any, ClassVar, Iterable, Literal, Mapping
 import numpy as np
 
 from adaref.config import Config, ConfigError
-from adaref.nn.module import StateDictError, check_state_array
+from adaref.nn.module import StateDictError, check_state_array, check_state_keys
 from adaref.tensor import RowSparseGrad, Tensor
 
 __all__ = ["Optimizer", "OptimizerConfig", "StateDictError"]
@@ -244,12 +244,7 @@ class Optimizer:
         expected = {"step": None}
         expected.update({f"{slot}.{name}": (slot, name) for slot in self.slots()
                          for name in params})
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        if missing:
-            raise StateDictError(f"{owner}: missing key(s) {', '.join(missing)}")
-        if unexpected:
-            raise StateDictError(f"{owner}: unexpected key(s) {', '.join(map(str, unexpected))}")
+        check_state_keys(owner, expected, state, "key(s)")
         step = np.asarray(state["step"])
         if step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
             raise StateDictError(f"{owner}: key step must be a non-negative integer, "
