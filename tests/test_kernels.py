@@ -116,6 +116,18 @@ def test_openblas_thread_timeout_default(preset, first, expected):
     assert out.stdout.strip() == expected
 
 
+@pytest.mark.parametrize("preset,first,expected", [(None, "adaref", "PASSIVE"), ("ACTIVE", "adaref", "ACTIVE"),
+                                                    (None, "numba", "None")])
+def test_omp_wait_policy_default(preset, first, expected):
+    # set before Numba loads its OpenMP threads, never over the user's value, never after Numba
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    code = f"import {first}, adaref, os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
+
+
 @pytest.mark.parametrize("backend", kernels.BACKENDS)
 def test_layer_norm_without_grad_gives_the_same_output_and_saves_nothing(backend):
     from adaref import no_grad

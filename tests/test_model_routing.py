@@ -50,6 +50,23 @@ def test_sparse_dispatch_equals_dense_computation(seed, b, n, data):
         assert [r.tolist() for r in rows] == [np.flatnonzero(mask[:, j]).tolist() for j in range(n)]
 
 
+@given(seed=st.integers(0, 10**6), backend=st.sampled_from(kernels.BACKENDS))
+def test_dispatch_onto_a_base_adds_the_base_and_passes_its_gradient(seed, backend):
+    """sparse_moe(..., base=x) is x + sparse_moe(...) (the layer's residual, one pass),
+    with the same gradients, including g_base = g, on both kernel backends."""
+    rng, experts, x, x0 = _setup(seed, 6, 2, 3, 3)
+    mask = ops.topk_mask(rng.normal(size=(6, 3)), 2)
+    mask[0] = False                                  # an example no expert receives
+    w0 = np.where(mask, rng.uniform(0.2, 1.0, size=(6, 3)), 0.0)
+    with kernels.use_backend(backend):
+        y, _ = sparse_moe(Tensor(x), Tensor(x0), mask, Tensor(w0), experts, base=Tensor(x))
+        plain, _ = sparse_moe(Tensor(x), Tensor(x0), mask, Tensor(w0), experts)
+        np.testing.assert_allclose(y.data, x + plain.data, rtol=1e-14, atol=1e-14)
+        np.testing.assert_array_equal(y.data[0], x[0])
+        adaref.gradcheck(lambda x, x0, w, base: sparse_moe(x, x0, mask, w * Tensor(mask.astype(float)),
+                                                             experts, base=base)[0], x, x0, w0, x * 0.5)
+
+
 def test_each_expert_sees_only_its_rows_and_unused_experts_do_not_run():
     rng, experts, x, x0 = _setup(0, 6, 2, 3, 3)
     seen = []

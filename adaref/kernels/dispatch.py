@@ -3,11 +3,13 @@ an expert, combine the experts' outputs back, and the backward passes of both.
 
 Rows are examples; each example's feature map is flattened to one row of length
 F*D, so every kernel works on 2-D arrays ``(rows, F*D)``. Within one expert the row
-indices are unique, and both twins visit rows in index order, so Numba and NumPy agree
-exactly (no reordered sums), except :data:`rowwise_dot`, whose NumPy twin sums with
-``np.einsum`` (pairwise order): there the two agree to a few float64 ulps.
+indices are unique, so each output row is written by one iteration: the loops over rows
+run in parallel (``prange``), and Numba and NumPy agree exactly (no reordered sums),
+except :data:`rowwise_dot`, whose NumPy twin sums with ``np.einsum`` (pairwise order):
+there the two agree to a few float64 ulps.
 """
 import numpy as np
+from numba import prange   # a plain range without the JIT; parallel rows with it
 
 from adaref.kernels import Kernel
 
@@ -19,7 +21,7 @@ def _gather_rows_numpy(out, x, rows):
 
 def _gather_rows_loop(out, x, rows):
     n, c = out.shape
-    for i in range(n):
+    for i in prange(n):           # unique rows: independent, in parallel
         r = rows[i]
         for j in range(c):
             out[i, j] = x[r, j]
@@ -33,7 +35,7 @@ def _scatter_add_scaled_numpy(out, rows, scale, values):
 
 def _scatter_add_scaled_loop(out, rows, scale, values):
     n, c = values.shape
-    for i in range(n):
+    for i in prange(n):           # unique rows: independent, in parallel
         r, s = rows[i], scale[i]
         for j in range(c):
             out[r, j] += s * values[i, j]
@@ -46,7 +48,7 @@ def _gather_rows_scaled_numpy(out, g, rows, scale):
 
 def _gather_rows_scaled_loop(out, g, rows, scale):
     n, c = out.shape
-    for i in range(n):
+    for i in prange(n):           # unique rows: independent, in parallel
         r, s = rows[i], scale[i]
         for j in range(c):
             out[i, j] = g[r, j] * s
@@ -71,7 +73,9 @@ def _rowwise_dot_loop(out, g, rows, values):
         out[i] = acc
 
 
-gather_rows = Kernel("gather_rows", _gather_rows_numpy, _gather_rows_loop)
-scatter_add_scaled = Kernel("scatter_add_scaled", _scatter_add_scaled_numpy, _scatter_add_scaled_loop)
-gather_rows_scaled = Kernel("gather_rows_scaled", _gather_rows_scaled_numpy, _gather_rows_scaled_loop)
+gather_rows = Kernel("gather_rows", _gather_rows_numpy, _gather_rows_loop, parallel=True)
+scatter_add_scaled = Kernel("scatter_add_scaled", _scatter_add_scaled_numpy, _scatter_add_scaled_loop,
+                            parallel=True)
+gather_rows_scaled = Kernel("gather_rows_scaled", _gather_rows_scaled_numpy, _gather_rows_scaled_loop,
+                            parallel=True)
 rowwise_dot = Kernel("rowwise_dot", _rowwise_dot_numpy, _rowwise_dot_loop)

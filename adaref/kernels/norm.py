@@ -11,6 +11,8 @@ bias (D,) are shared by every row:
               ggain = sum_rows g * xhat,  gbias = sum_rows g
 
 Without an affine map the caller passes gain = 1 and bias = 0 (then y = xhat exactly).
+The forward loop runs rows in parallel (``prange``); a row's result depends on that row
+alone, so it does not depend on the number of threads.
 Fusing the affine map saves two passes over the (B, F, D) map in each direction.
 
 Agreement of the twins: NumPy's means and column sums add pairwise, the loop adds left
@@ -22,6 +24,7 @@ same bound covers); ``tests/test_kernels.py`` checks 1e-12 in float64.
 import math
 
 import numpy as np
+from numba import prange   # a plain range without the JIT; parallel rows with it
 
 from adaref.kernels import Kernel
 
@@ -42,7 +45,7 @@ def _layer_norm_forward_numpy(y, xhat, inv, x, gain, bias, eps):
 
 def _layer_norm_forward_loop(y, xhat, inv, x, gain, bias, eps):
     n, d = x.shape
-    for i in range(n):
+    for i in prange(n):                              # rows are independent: in parallel
         total = 0.0
         for j in range(d):
             total += x[i, j]
@@ -90,6 +93,6 @@ def _layer_norm_backward_loop(gx, ggain, gbias, g, gain, xhat, inv):
 
 
 layer_norm_forward = Kernel("layer_norm_forward", _layer_norm_forward_numpy, _layer_norm_forward_loop,
-                            reassoc=True)
+                            parallel=True, reassoc=True)
 layer_norm_backward = Kernel("layer_norm_backward", _layer_norm_backward_numpy, _layer_norm_backward_loop,
                              reassoc=True)

@@ -50,18 +50,26 @@ class DispatchRows(Function):
 
 
 class Combine(Function):
-    """y[b] = sum_j [b in rows_j] w[b, j] * y_j[position of b in rows_j].
+    """y[b] = base[b] + sum_j [b in rows_j] w[b, j] * y_j[position of b in rows_j].
 
-    Inputs: w (B, N) and the outputs y_j (n_j, F, D) of the experts that ran, listed in
-    ``experts`` (their indices j) with their ``rows`` (n_j,). Output (B, F, D).
-    VJP: g_{y_j} = w[rows_j, j] * g[rows_j]; g_w[rows_j, j] = <g[rows_j], y_j> over F*D.
+    Inputs: w (B, N), optionally ``base`` (B, F, D) (``has_base=True``; without it the
+    sum starts from zeros), and the outputs y_j (n_j, F, D) of the experts that ran,
+    listed in ``experts`` (their indices j) with their ``rows`` (n_j,). Output (B, F, D).
+    Starting from the residual stream X_{l-1} instead of zeros saves the layer one
+    (B, F, D) temporary and one pass over it.
+    VJP: g_base = g; g_{y_j} = w[rows_j, j] * g[rows_j]; g_w[rows_j, j] = <g[rows_j], y_j>
+    over F*D.
     """
 
     name = "combine"
 
-    def forward(self, w, *ys, rows=(), experts=(), shape=()):
-        self.w, self.ys, self.rows, self.experts, self.shape = w, ys, rows, experts, shape
-        out = np.zeros((shape[0], int(np.prod(shape[1:]))), dtype=w.dtype)      # (B, F*D)
+    def forward(self, w, *arrays, rows=(), experts=(), shape=(), has_base=False):
+        base, ys = (arrays[0], arrays[1:]) if has_base else (None, arrays)
+        self.w, self.ys, self.rows, self.experts, self.has_base = w, ys, rows, experts, has_base
+        if base is not None:
+            out = _rows2d(base).copy()                                           # (B, F*D)
+        else:
+            out = np.zeros((shape[0], int(np.prod(shape[1:]))), dtype=w.dtype)  # (B, F*D)
         for y, r, j in zip(ys, rows, experts):
             kernels.scatter_add_scaled(out, r, np.ascontiguousarray(w[r, j]), _rows2d(y))
         return out.reshape(shape)
@@ -79,7 +87,7 @@ class Combine(Function):
                 dots = np.empty(len(r), dtype=g.dtype)                           # (n_j,)
                 kernels.rowwise_dot(dots, g2, r, _rows2d(y))
                 gw[r, j] = dots
-        return (gw, *gys)
+        return (gw, g, *gys) if self.has_base else (gw, *gys)
 
 
 def dispatch(x: Tensor, rows: np.ndarray) -> Tensor:
@@ -88,14 +96,16 @@ def dispatch(x: Tensor, rows: np.ndarray) -> Tensor:
 
 
 def combine(weights: Tensor, outputs: Sequence[Tensor], rows: Sequence[np.ndarray],
-            experts: Sequence[int], shape: tuple[int, ...]) -> Tensor:
-    """Scatter the experts' outputs back to their examples, weighted (see :class:`Combine`)."""
-    return Combine.apply(weights, *outputs, rows=tuple(rows), experts=tuple(experts),
-                         shape=tuple(shape))
+            experts: Sequence[int], shape: tuple[int, ...], base: Tensor | None = None) -> Tensor:
+    """Scatter the experts' outputs back to their examples, weighted, onto ``base``
+    (zeros if None; see :class:`Combine`)."""
+    inputs = (weights,) + ((base,) if base is not None else ()) + tuple(outputs)
+    return Combine.apply(*inputs, rows=tuple(rows), experts=tuple(experts), shape=tuple(shape),
+                         has_base=base is not None)
 
 
 def sparse_moe(x: Tensor, x0: Tensor, mask: np.ndarray, weights: Tensor,
-               experts: Sequence) -> tuple[Tensor, list[np.ndarray]]:
+               experts: Sequence, base: Tensor | None = None) -> tuple[Tensor, list[np.ndarray]]:
     """Eq. 12: run each expert on its routed examples only and combine.
 
     Args:
@@ -104,8 +114,10 @@ def sparse_moe(x: Tensor, x0: Tensor, mask: np.ndarray, weights: Tensor,
         weights: (B, N) combine weights, zero where ``mask`` is False.
         experts: N expert modules, ``expert(x_j, x0_j) -> (n_j, F, D)``; an expert whose
             ``uses_x0`` is False gets ``x0_j = None`` (its X_0 rows are not copied).
+        base: added to the result in the same pass (the layer's residual X_{l-1}), or None.
 
-    Returns the combined output (B, F, D) and the row indices routed to each expert.
+    Returns the combined output (B, F, D) (plus ``base``) and the row indices routed to
+    each expert.
 
     >>> import numpy as np
     >>> from adaref import Tensor
@@ -132,4 +144,4 @@ def sparse_moe(x: Tensor, x0: Tensor, mask: np.ndarray, weights: Tensor,
         outputs.append(y)
         ran.append(j)
         ran_rows.append(r)
-    return combine(weights, outputs, ran_rows, ran, x.shape), rows
+    return combine(weights, outputs, ran_rows, ran, x.shape, base), rows

@@ -45,8 +45,8 @@ class SparseMoELayer(Module):
         gate_input = x0 if self.config.gate.input == "x0" else x
         routing = self.gate(gate_input, k, rng)                              # (B, N) each
         experts = [self.experts[name] for name in self.names]
-        y, _ = sparse_moe(x, x0, routing.mask, routing.weights, experts)     # (B, F, D), eq. 12
-        out = x + y                                                          # residual
+        out, _ = sparse_moe(x, x0, routing.mask, routing.weights, experts,
+                            base=x)                                          # (B, F, D): x + eq. 12
         return (self.norm(out) if self.norm is not None else out), routing
 
     def expert_flops(self) -> np.ndarray:
