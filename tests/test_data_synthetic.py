@@ -86,3 +86,35 @@ def test_criteo_text_goes_through_prepare(tmp_path, capsys):
     assert json.load(open(tmp_path / "cli" / "manifest.json"))["options"]["n_fields"] == 6
     assert main(["synth", "--rows", "10", "--out", str(tmp_path / "x"), "--set", "n_field=6"]) == 2
     assert "unknown option 'n_field'" in capsys.readouterr().err
+
+
+def test_attention_options_default_to_the_original_function_and_change_it_as_stated():
+    base = dict(rows=10, n_fields=12, max_vocab=30, seed=3)
+    g = PlantedModel(SynthOptions(**base))
+    same = PlantedModel(SynthOptions(**base, attention_keys=2, attention_scale=1.5))  # 12 // 6 = 2
+    x = g._levels(np.random.Generator(np.random.PCG64(0)), 500)
+    assert g.keys == same.keys and np.array_equal(g._raw_terms(x), same._raw_terms(x))
+    wide = PlantedModel(SynthOptions(**base, attention_keys=5))
+    assert len(wide.keys) == 5 and wide.keys[:2] == g.keys and g.query not in wide.keys
+    # the other terms and the query map are drawn as before; only the attention term changes
+    raw, raw_wide = g._raw_terms(x), wide._raw_terms(x)
+    a = TERMS.index("attention")
+    assert np.array_equal(np.delete(raw, a, axis=1), np.delete(raw_wide, a, axis=1))
+    assert not np.allclose(raw[:, a], raw_wide[:, a])
+    # a sharper softmax: the attention weights concentrate on one key field
+    def top_weight(model):
+        q = model.u[model.query][x[:, model.query]] @ model.A
+        s = np.stack([np.einsum("bd,bd->b", q, model.u[k][x[:, k]]) for k in model.keys], axis=1)
+        w = np.exp(s - s.max(axis=1, keepdims=True))
+        return (w / w.sum(axis=1, keepdims=True)).max(axis=1).mean()
+    sharp = PlantedModel(SynthOptions(**base, attention_keys=5, attention_scale=6.0))
+    assert top_weight(sharp) > top_weight(wide) + 0.05
+
+
+@pytest.mark.parametrize("bad,message", [(dict(attention_keys=12), "attention_keys"),
+                                         (dict(attention_keys=-1), "attention_keys"),
+                                         (dict(attention_scale=0.0), "attention_scale")])
+def test_attention_options_are_checked(bad, message):
+    from adaref.data.config import OptionsError
+    with pytest.raises(OptionsError, match=message):
+        SynthOptions(rows=10, n_fields=12, **bad)

@@ -24,6 +24,7 @@ import numpy as np
 
 from adaref import no_grad
 from adaref.data.dataset import open_encoded
+from adaref.data.config import OptionsError
 from adaref.data.synthetic import TERMS, SynthOptions, bayes_optimal, synthesize
 from adaref.model import model_config
 from adaref.training.config import DataChoice, OptimizerChoice, RunConfig, TrainConfig
@@ -72,6 +73,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rows", type=int, default=400_000, help="rows of planted data (70/10/20 split)")
     p.add_argument("--fields", type=int, default=10, help="number of fields F of the generator")
     p.add_argument("--max-vocab", type=int, default=20, help="largest field vocabulary of the generator")
+    p.add_argument("--attention-keys", type=int, default=0,
+                   help="key fields K of the planted attention term (0: max(2, F // 6))")
+    p.add_argument("--attention-scale", type=float, default=1.5,
+                   help="scale of the attention's query map (larger: a sharper softmax)")
+    p.add_argument("--coefs", default="0.6,0.8,0.8,0.8,0.8",
+                   help="weights of the standardised planted terms: " + ",".join(TERMS))
     p.add_argument("--dim", type=int, default=16, help="embedding size D")
     p.add_argument("--layers", type=int, default=2, help="SparseMoE layers L")
     p.add_argument("--k", type=int, default=2, help="AdaEnsemble's final k (annealed from 5)")
@@ -95,10 +102,23 @@ def main(argv: list[str]) -> int:
     if unknown:
         p.error(f"--models: unknown {', '.join(map(repr, unknown))}; choose from adaensemble, "
                 + ", ".join(EXPERTS))
+    try:
+        coefs = [float(c) for c in args.coefs.split(",")]
+    except ValueError:
+        coefs = []
+    if len(coefs) != len(TERMS):
+        p.error(f"--coefs: give {len(TERMS)} comma-separated numbers ({','.join(TERMS)}), got {args.coefs!r}")
+    try:
+        synth = SynthOptions(rows=args.rows, max_vocab=args.max_vocab, n_fields=args.fields,
+                             attention_keys=args.attention_keys, attention_scale=args.attention_scale,
+                             **{f"coef_{t}": c for t, c in zip(TERMS, coefs)})
+    except OptionsError as e:
+        p.error(str(e))
     work = args.out or tempfile.mkdtemp(prefix="adaref-planted-")
-    data_dir = os.path.join(work, f"data-{args.rows}-{args.fields}-{args.max_vocab}")
+    data_dir = os.path.join(work, f"data-{args.rows}-{args.fields}-{args.max_vocab}-k{args.attention_keys}"
+                                  f"-s{args.attention_scale:g}-c{'_'.join(f'{c:g}' for c in coefs)}")
     if not os.path.exists(os.path.join(data_dir, "manifest.json")):
-        synthesize(SynthOptions(rows=args.rows, max_vocab=args.max_vocab, n_fields=args.fields), data_dir)
+        synthesize(synth, data_dir)
     ds = open_encoded(data_dir)
     test = ds.splits["test"]
     terms = np.load(os.path.join(data_dir, "terms.npy"), allow_pickle=False)[test].astype(np.float64)

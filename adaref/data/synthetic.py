@@ -14,7 +14,10 @@ Each row has ``F`` categorical fields with Zipf-like level frequencies
   planted field triples (xDeepInt/PIN's Hadamard products);
 * ``attention`` -- field-to-field weighting: a query field's level decides, through
   ``softmax_j <A u_q[x_q], u_j[x_j]>``, how much each key field's value ``s_j[x_j]``
-  counts (what MHSA, eq. 4, captures and a fixed-weight model cannot).
+  counts (what MHSA, eq. 4, captures and a fixed-weight model cannot). The number of
+  key fields (``attention_keys``) and the scale of A (``attention_scale``: larger is
+  closer to picking one key's value) set how far it is from any low-degree polynomial
+  of the embeddings, the most that PIN and cross layers build.
 
 Each term is standardised on a fixed calibration sample, weighted by ``coef_*``, and
 the bias set so the mean probability is ``positive_rate``: the planted function
@@ -82,6 +85,11 @@ class SynthOptions(_Options):
     coef_cross: float = 0.8
     coef_hadamard: float = 0.8
     coef_attention: float = 0.8
+    #: Number K of key fields of the attention term; 0 = max(2, F // 6).
+    attention_keys: int = 0
+    #: Scale of the attention's query map A (entries N(0, 1) times this): larger makes
+    #: the softmax sharper, closer to picking one key field's value.
+    attention_scale: float = 1.5
     #: Seed of the planted function (parameters, field pairs) and of the rows.
     seed: int = 0
     #: Seed of the random 70/10/20 split.
@@ -96,6 +104,11 @@ class SynthOptions(_Options):
             raise OptionsError("SynthOptions: every vocabulary needs at least 2 levels")
         if not 0.0 < self.positive_rate < 1.0:
             raise OptionsError("SynthOptions: positive_rate must be in (0, 1)")
+        if not 0 <= self.attention_keys <= self.n_fields - 1:
+            raise OptionsError(f"SynthOptions: attention_keys must be in [0, n_fields - 1 = "
+                               f"{self.n_fields - 1}], got {self.attention_keys}")
+        if not self.attention_scale > 0:
+            raise OptionsError("SynthOptions: attention_scale must be positive")
 
     def vocab(self, f: int) -> int:
         """V_f, the number of levels of field ``f``."""
@@ -126,8 +139,9 @@ class PlantedModel:
         self.triples = [tuple(t) for t in rng.permutation(F)[: 3 * max(1, F // 12)].reshape(-1, 3)]
         self.M = [rng.normal(size=(d, d)) for _ in self.cross_pairs]
         self.query = int(rng.integers(F))
-        self.keys = [int(k) for k in rng.permutation([f for f in range(F) if f != self.query])[: max(2, F // 6)]]
-        self.A = rng.normal(size=(d, d)) * 1.5
+        n_keys = o.attention_keys or max(2, F // 6)
+        self.keys = [int(k) for k in rng.permutation([f for f in range(F) if f != self.query])[:n_keys]]
+        self.A = rng.normal(size=(d, d)) * o.attention_scale
         self.coef = np.array([o.coef_linear, o.coef_fm, o.coef_cross, o.coef_hadamard, o.coef_attention])
         # standardise the terms and calibrate the bias on a fixed sample
         cal = self._levels(np.random.Generator(np.random.PCG64([o.seed, 2])), _CALIBRATION_ROWS)
