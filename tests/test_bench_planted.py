@@ -38,8 +38,17 @@ def test_planted_bench_runs_and_prints_every_model(tmp_path, capsys):
                  "--eval-every", "2", "--batch", "256", "--models", "adaensemble,pin",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for label in ("Bayes-optimal", "AdaEnsemble k=2", "pin only", "attention"):
+    for label in ("Bayes-optimal", "AdaEnsemble k=2", "pin only", "attention",
+                  "cannot form (pin: attention)", "(expert, term) pairs", "  pin    attention  AdaEnsemble"):
         assert label in out
+
+
+@pytest.mark.parametrize("argv,message", [(["--coefs", "1,2,3"], "--coefs: give 5"),
+                                          (["--attention-keys", "12"], "attention_keys")])
+def test_planted_bench_refuses_bad_generator_options(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_planted_bench_refuses_an_unknown_model_name(capsys):

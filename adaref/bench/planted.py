@@ -32,6 +32,33 @@ from adaref.training.trainer import Trainer
 
 EXPERTS = ("dense", "conv", "mhsa", "pin", "cross")
 
+#: The planted terms each single expert cannot form by its structure (eqs. 2-6, with the
+#: linear estimator of eq. 17 on top): dense (eq. 2) and conv (eq. 3) build piecewise-
+#: linear maps of the embeddings (ReLU, max-pooling), no products; MHSA (eq. 4) forms
+#: products only inside its softmax and returns a convex mix of values, no plain
+#: products; PIN (eq. 5) and cross (eq. 6) build polynomials of the embeddings (degree
+#: L + 1), and a softmax is not one. Every expert can carry the linear term.
+CANNOT_FORM = {
+    "dense": ("fm", "cross", "hadamard", "attention"),
+    "conv": ("fm", "cross", "hadamard", "attention"),
+    "mhsa": ("fm", "cross", "hadamard"),
+    "pin": ("attention",),
+    "cross": ("attention",),
+}
+
+
+def compare_on_unformable(coefs: dict[str, np.ndarray]) -> list[tuple[str, str, float, float]]:
+    """(expert, term, AdaEnsemble's coefficient, the expert's) for every planted term the
+    single expert cannot form (:data:`CANNOT_FORM`), for the experts in ``coefs``.
+
+    >>> c = {"adaensemble": np.array([1, .9, .9, .9, .9]), "pin": np.array([1, 1, 1, 1, .8])}
+    >>> compare_on_unformable(c)
+    [('pin', 'attention', 0.9, 0.8)]
+    """
+    ada = coefs["adaensemble"]
+    return [(name, term, float(ada[TERMS.index(term)]), float(c[TERMS.index(term)]))
+            for name, c in coefs.items() if name in CANNOT_FORM for term in CANNOT_FORM[name]]
+
 
 def _run_config(experts: tuple[str, ...], k: int, controller: bool, args) -> RunConfig:
     model = model_config("paper", dim=args.dim, num_layers=args.layers)
@@ -131,6 +158,7 @@ def main(argv: list[str]) -> int:
     print(head + "".join(f"{t:>10}" for t in TERMS))
     print(f"{'Bayes-optimal':<22}{bayes['auc']:>9.4f}{'':>8}{bayes['log_loss']:>10.4f}{'':>23}"
           + "".join(f"{1.0:>10.2f}" for _ in TERMS))
+    coefs = {}
     for name in args.models.split(","):
         if name == "adaensemble":
             run = _run_config(EXPERTS, args.k, not args.no_controller, args)
@@ -143,10 +171,19 @@ def main(argv: list[str]) -> int:
             warnings.filterwarnings("ignore", message="gate combine='gates' with k = 1")
             trainer.fit()
         m = trainer.finish()["test"]
-        coef = term_coefficients(trainer.model, ds.ids[test], terms, m["k"])
+        coef = coefs[name] = term_coefficients(trainer.model, ds.ids[test], terms, m["k"])
         print(f"{label:<22}{m['auc']:>9.4f}{m['auc'] - bayes['auc']:>+8.4f}{m['log_loss']:>10.4f}"
               f"{m['log_loss'] - bayes['log_loss']:>+8.4f}{m['mean_flops'] / 1e6:>8.3f}"
               f"{time.perf_counter() - start:>6.0f}s" + "".join(f"{c:>10.2f}" for c in coef), flush=True)
     print("\nterm columns: least-squares coefficient of the model's test logit on each planted term "
           "(1 = learned as planted, 0 = not at all).")
+    if "adaensemble" in coefs and len(coefs) > 1:
+        pairs = compare_on_unformable(coefs)
+        ahead = sum(a > e for _, _, a, e in pairs)
+        forms = "; ".join(f"{n}: {', '.join(t)}" for n, t in CANNOT_FORM.items() if n in coefs)
+        print(f"\nOn the terms each single expert cannot form ({forms}), AdaEnsemble's "
+              f"coefficient is higher in {ahead} of {len(pairs)} (expert, term) pairs:")
+        for name, term, a, e in pairs:
+            print(f"  {name:<6} {term:<10} AdaEnsemble {a:.3f}  {name} {e:.3f}  "
+                  f"{'ahead' if a > e else 'NOT ahead'} ({a - e:+.3f})")
     return 0
