@@ -47,17 +47,22 @@ CANNOT_FORM = {
 }
 
 
-def compare_on_unformable(coefs: dict[str, np.ndarray]) -> list[tuple[str, str, float, float]]:
-    """(expert, term, AdaEnsemble's coefficient, the expert's) for every planted term the
-    single expert cannot form (:data:`CANNOT_FORM`), for the experts in ``coefs``.
+def compare_on_unformable(coefs: dict[str, np.ndarray],
+                          planted: tuple[str, ...] = TERMS) -> list[tuple[str, str, float, float]]:
+    """(expert, term, AdaEnsemble's coefficient, the expert's) for every term in
+    ``planted`` (the terms with a non-zero weight) that the single expert cannot form
+    (:data:`CANNOT_FORM`), for the experts in ``coefs``.
 
     >>> c = {"adaensemble": np.array([1, .9, .9, .9, .9]), "pin": np.array([1, 1, 1, 1, .8])}
     >>> compare_on_unformable(c)
     [('pin', 'attention', 0.9, 0.8)]
+    >>> compare_on_unformable(c, planted=("linear", "fm"))
+    []
     """
     ada = coefs["adaensemble"]
     return [(name, term, float(ada[TERMS.index(term)]), float(c[TERMS.index(term)]))
-            for name, c in coefs.items() if name in CANNOT_FORM for term in CANNOT_FORM[name]]
+            for name, c in coefs.items() if name in CANNOT_FORM
+            for term in CANNOT_FORM[name] if term in planted]
 
 
 def _run_config(experts: tuple[str, ...], k: int, controller: bool, args) -> RunConfig:
@@ -130,20 +135,20 @@ def main(argv: list[str]) -> int:
         p.error(f"--models: unknown {', '.join(map(repr, unknown))}; choose from adaensemble, "
                 + ", ".join(EXPERTS))
     try:
-        coefs = [float(c) for c in args.coefs.split(",")]
+        weights = [float(c) for c in args.coefs.split(",")]
     except ValueError:
-        coefs = []
-    if len(coefs) != len(TERMS):
+        weights = []
+    if len(weights) != len(TERMS):
         p.error(f"--coefs: give {len(TERMS)} comma-separated numbers ({','.join(TERMS)}), got {args.coefs!r}")
     try:
         synth = SynthOptions(rows=args.rows, max_vocab=args.max_vocab, n_fields=args.fields,
                              attention_keys=args.attention_keys, attention_scale=args.attention_scale,
-                             **{f"coef_{t}": c for t, c in zip(TERMS, coefs)})
+                             **{f"coef_{t}": c for t, c in zip(TERMS, weights)})
     except OptionsError as e:
         p.error(str(e))
     work = args.out or tempfile.mkdtemp(prefix="adaref-planted-")
     data_dir = os.path.join(work, f"data-{args.rows}-{args.fields}-{args.max_vocab}-k{args.attention_keys}"
-                                  f"-s{args.attention_scale:g}-c{'_'.join(f'{c:g}' for c in coefs)}")
+                                  f"-s{args.attention_scale:g}-c{'_'.join(f'{c:g}' for c in weights)}")
     if not os.path.exists(os.path.join(data_dir, "manifest.json")):
         synthesize(synth, data_dir)
     ds = open_encoded(data_dir)
@@ -178,7 +183,7 @@ def main(argv: list[str]) -> int:
     print("\nterm columns: least-squares coefficient of the model's test logit on each planted term "
           "(1 = learned as planted, 0 = not at all).")
     if "adaensemble" in coefs and len(coefs) > 1:
-        pairs = compare_on_unformable(coefs)
+        pairs = compare_on_unformable(coefs, tuple(t for t, w in zip(TERMS, weights) if w != 0))
         ahead = sum(a > e for _, _, a, e in pairs)
         forms = "; ".join(f"{n}: {', '.join(t)}" for n, t in CANNOT_FORM.items() if n in coefs)
         print(f"\nOn the terms each single expert cannot form ({forms}), AdaEnsemble's "
