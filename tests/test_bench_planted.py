@@ -1,5 +1,6 @@
 """python -m adaref.bench planted: its term analysis recovers known coefficients, and the
 command runs end to end on a tiny planted set."""
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -39,7 +40,7 @@ def test_planted_bench_runs_and_prints_every_model(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for label in ("Bayes-optimal", "AdaEnsemble k=2", "pin only", "attention",
-                  "cannot form (pin: attention)", "(expert, term) pairs", "  pin    attention  AdaEnsemble"):
+                  "mechanism for (pin: attention;", "(expert, term) pairs", "  pin    attention  AdaEnsemble"):
         assert label in out
 
 
@@ -55,3 +56,14 @@ def test_planted_bench_refuses_an_unknown_model_name(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--models", "adaensemble,foo"])
     assert e.value.code == 2 and "unknown 'foo'" in capsys.readouterr().err
+
+
+def test_cached_planted_data_is_reused_only_for_the_same_options(tmp_path):
+    from adaref.bench.planted import _saved_options
+    from adaref.data.synthetic import synthesize
+
+    opts = SynthOptions(rows=200, n_fields=6, max_vocab=8, attention_keys=3, attention_scale=2.5)
+    synthesize(opts, str(tmp_path / "d"))
+    manifest = str(tmp_path / "d" / "manifest.json")
+    assert _saved_options(manifest) == _saved_options(opts)
+    assert _saved_options(manifest) != _saved_options(dataclasses.replace(opts, attention_scale=2.5000001))

@@ -113,7 +113,9 @@ def test_attention_options_default_to_the_original_function_and_change_it_as_sta
 
 @pytest.mark.parametrize("bad,message", [(dict(attention_keys=12), "attention_keys"),
                                          (dict(attention_keys=-1), "attention_keys"),
-                                         (dict(attention_scale=0.0), "attention_scale")])
+                                         (dict(attention_keys=1), "one key"),
+                                         (dict(attention_scale=0.0), "attention_scale"),
+                                         (dict(attention_scale=float("inf")), "finite")])
 def test_attention_options_are_checked(bad, message):
     from adaref.data.config import OptionsError
     with pytest.raises(OptionsError, match=message):

@@ -143,3 +143,41 @@ def test_layer_norm_without_grad_gives_the_same_output_and_saves_nothing(backend
         ctx.forward(x, gain, bias, eps=1e-5)
     np.testing.assert_array_equal(y.data, z.data)
     assert y._ctx.xhat is not None and ctx.xhat is None
+
+
+def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
+    """The layer-norm forward and the row gather/scatter kernels run rows in parallel;
+    each row is computed by one iteration alone, so the thread count cannot change a bit."""
+    numba = pytest.importorskip("numba")
+    threads = min(4, numba.config.NUMBA_NUM_THREADS)
+    if threads < 2:
+        pytest.skip("Numba has a single thread here")
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3001, 16)).astype(np.float32)
+    gain, bias = rng.normal(size=16).astype(np.float32), rng.normal(size=16).astype(np.float32)
+    rows = np.sort(rng.choice(3001, 1700, replace=False)).astype(np.int64)
+    scale = rng.normal(size=1700).astype(np.float32)
+    vals = rng.normal(size=(1700, 16)).astype(np.float32)
+
+    def run():
+        y, inv = np.empty_like(x), np.empty((len(x), 1), np.float32)
+        xhat = np.empty_like(x)
+        kernels.layer_norm_forward(y, xhat, inv, x, gain, bias, 1e-5)
+        gathered, scaled = np.empty((1700, 16), np.float32), np.empty((1700, 16), np.float32)
+        kernels.gather_rows(gathered, x, rows)
+        kernels.gather_rows_scaled(scaled, x, rows, scale)
+        out = x.copy()
+        kernels.scatter_add_scaled(out, rows, scale, vals)
+        return y, xhat, inv, gathered, scaled, out
+
+    before = numba.get_num_threads()
+    with kernels.use_backend("numba"):
+        try:
+            numba.set_num_threads(1)
+            one = run()
+            numba.set_num_threads(threads)
+            many = run()
+        finally:
+            numba.set_num_threads(before)
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(a, b)

@@ -67,6 +67,18 @@ def test_dispatch_onto_a_base_adds_the_base_and_passes_its_gradient(seed, backen
                                                              experts, base=base)[0], x, x0, w0, x * 0.5)
 
 
+def test_combine_refuses_a_wrong_base_and_repeated_rows():
+    from adaref.model.dispatcher import combine
+    from adaref.tensor import ShapeError
+
+    w, y = Tensor(np.ones((4, 2))), Tensor(np.ones((2, 3, 2)))
+    with pytest.raises(ShapeError, match=r"base has shape \(3, 3, 2\), the output is \(4, 3, 2\)"):
+        combine(w, [y], [np.array([0, 2])], [0], (4, 3, 2), base=Tensor(np.zeros((3, 3, 2))))
+    for rows in (np.array([2, 2]), np.array([2, 1]), np.array([3, 4])):
+        with pytest.raises(ValueError, match="rows of expert 0 must be increasing"):
+            combine(w, [y], [rows], [0], (4, 3, 2))
+
+
 def test_each_expert_sees_only_its_rows_and_unused_experts_do_not_run():
     rng, experts, x, x0 = _setup(0, 6, 2, 3, 3)
     seen = []
@@ -111,7 +123,7 @@ def test_numba_and_numpy_dispatch_agree():
         with kernels.use_backend(backend):
             w = Tensor(np.where(mask, 0.5, 0.0), requires_grad=True)
             xt = Tensor(x, requires_grad=True)
-            y, _ = sparse_moe(xt, Tensor(x0), mask, w, experts)
+            y, _ = sparse_moe(xt, Tensor(x0), mask, w, experts, base=xt)   # + the residual
             y.backward(np.cos(np.arange(y.size)).reshape(y.shape))
             out[backend] = (y.data, xt.grad, w.grad)
     np.testing.assert_array_equal(out["numba"][0], out["numpy"][0])

@@ -4,8 +4,10 @@ At B = 4096, F = 39, D = 16, L = 4, float32, paper preset (random ids; a randoml
 initialised model): inference (evaluation mode, hard exit of Algorithm 1, or full depth
 without the controller) and training steps (forward in the training form, log-loss plus
 regularisers, backward, an Adam step) in examples/s for k = 1..5 with and without the
-controller, beside the FLOPs ratio; the share of a step spent in dispatch and combine;
-and the Numba vs NumPy-twin kernels at k = 3.
+controller, beside the FLOPs ratio, and the share of a training step spent in dispatch
+and combine (the combine includes the layer's residual sum, which it starts from).
+Each throughput is the median over the timed repeats; the kernels' Numba vs NumPy-twin
+comparison is ``python -m adaref.bench experts``.
 
 Sparsity pays if time ratios track FLOPs ratios (the target is within 25%).
 """

@@ -16,8 +16,8 @@ Each row has ``F`` categorical fields with Zipf-like level frequencies
   ``softmax_j <A u_q[x_q], u_j[x_j]>``, how much each key field's value ``s_j[x_j]``
   counts (what MHSA, eq. 4, captures and a fixed-weight model cannot). The number of
   key fields (``attention_keys``) and the scale of A (``attention_scale``: larger is
-  closer to picking one key's value) set how far it is from any low-degree polynomial
-  of the embeddings, the most that PIN and cross layers build.
+  closer to picking one key's value) set how far it is from a low-degree polynomial of
+  the embeddings, which is what PIN and cross layers build (before their layer norms).
 
 Each term is standardised on a fixed calibration sample, weighted by ``coef_*``, and
 the bias set so the mean probability is ``positive_rate``: the planted function
@@ -39,6 +39,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 
@@ -104,11 +105,13 @@ class SynthOptions(_Options):
             raise OptionsError("SynthOptions: every vocabulary needs at least 2 levels")
         if not 0.0 < self.positive_rate < 1.0:
             raise OptionsError("SynthOptions: positive_rate must be in (0, 1)")
-        if not 0 <= self.attention_keys <= self.n_fields - 1:
-            raise OptionsError(f"SynthOptions: attention_keys must be in [0, n_fields - 1 = "
-                               f"{self.n_fields - 1}], got {self.attention_keys}")
-        if not self.attention_scale > 0:
-            raise OptionsError("SynthOptions: attention_scale must be positive")
+        if self.attention_keys != 0 and not 2 <= self.attention_keys <= self.n_fields - 1:
+            raise OptionsError(f"SynthOptions: attention_keys must be 0 (= max(2, F // 6)) or in "
+                               f"[2, n_fields - 1 = {self.n_fields - 1}] (one key would make the "
+                               f"softmax weight 1, no interaction), got {self.attention_keys}")
+        if not (math.isfinite(self.attention_scale) and self.attention_scale > 0):
+            raise OptionsError(f"SynthOptions: attention_scale must be positive and finite, "
+                               f"got {self.attention_scale}")
 
     def vocab(self, f: int) -> int:
         """V_f, the number of levels of field ``f``."""

@@ -65,7 +65,7 @@ class Kernel:
 
     def numba_impl(self, *args):
         if self._compiled is None:
-            import numba  # imported on first use: `import adaref` stays fast
+            import numba
 
             self._compiled = numba.njit(cache=True, nogil=True, parallel=self.parallel,
                                         fastmath=self.fastmath)(self.loop_impl)

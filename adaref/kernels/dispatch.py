@@ -9,7 +9,10 @@ except :data:`rowwise_dot`, whose NumPy twin sums with ``np.einsum`` (pairwise o
 there the two agree to a few float64 ulps.
 """
 import numpy as np
-from numba import prange   # a plain range without the JIT; parallel rows with it
+try:
+    from numba import prange   # parallel rows under the JIT; a plain range without it
+except ImportError:            # the NumPy twins run without Numba
+    prange = range
 
 from adaref.kernels import Kernel
 
@@ -21,21 +24,21 @@ def _gather_rows_numpy(out, x, rows):
 
 def _gather_rows_loop(out, x, rows):
     n, c = out.shape
-    for i in prange(n):           # unique rows: independent, in parallel
+    for i in prange(n):           # each iteration writes its own row: in parallel
         r = rows[i]
         for j in range(c):
             out[i, j] = x[r, j]
 
 
 def _scatter_add_scaled_numpy(out, rows, scale, values):
-    """out[rows[i]] += scale[i] * values[i]. Shapes: out (B, C), rows (n,) unique,
-    scale (n,), values (n, C)."""
+    """out[rows[i]] += scale[i] * values[i]. Shapes: out (B, C), rows (n,) unique (the
+    loop writes rows in parallel: a repeated row would race), scale (n,), values (n, C)."""
     out[rows] += scale[:, None] * values
 
 
 def _scatter_add_scaled_loop(out, rows, scale, values):
     n, c = values.shape
-    for i in prange(n):           # unique rows: independent, in parallel
+    for i in prange(n):           # rows are unique: each out row has one writer
         r, s = rows[i], scale[i]
         for j in range(c):
             out[r, j] += s * values[i, j]
@@ -48,7 +51,7 @@ def _gather_rows_scaled_numpy(out, g, rows, scale):
 
 def _gather_rows_scaled_loop(out, g, rows, scale):
     n, c = out.shape
-    for i in prange(n):           # unique rows: independent, in parallel
+    for i in prange(n):           # each iteration writes its own row: in parallel
         r, s = rows[i], scale[i]
         for j in range(c):
             out[i, j] = g[r, j] * s

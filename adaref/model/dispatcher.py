@@ -99,6 +99,12 @@ def combine(weights: Tensor, outputs: Sequence[Tensor], rows: Sequence[np.ndarra
             experts: Sequence[int], shape: tuple[int, ...], base: Tensor | None = None) -> Tensor:
     """Scatter the experts' outputs back to their examples, weighted, onto ``base``
     (zeros if None; see :class:`Combine`)."""
+    if base is not None and base.shape != tuple(shape):
+        raise ShapeError(f"combine: base has shape {base.shape}, the output is {tuple(shape)}")
+    for j, r in zip(experts, rows):
+        if r.size and (r[0] < 0 or r[-1] >= shape[0] or np.any(np.diff(r) <= 0)):
+            raise ValueError(f"combine: the rows of expert {j} must be increasing (unique) "
+                             f"indices in [0, {shape[0]})")
     inputs = (weights,) + ((base,) if base is not None else ()) + tuple(outputs)
     return Combine.apply(*inputs, rows=tuple(rows), experts=tuple(experts), shape=tuple(shape),
                          has_base=base is not None)

@@ -54,8 +54,9 @@ class SparseMoELayer(Module):
         return np.array([self.experts[name].flops() for name in self.names], dtype=np.int64)
 
     def fixed_flops(self, k: int) -> int:
-        """Per-example FLOPs of the layer outside the experts and the combine: the gate at
-        top-k, the residual sum (F*D) and the LayerNorm of each field's D values (7D + 4:
+        """Per-example FLOPs of the layer outside the experts and the weighted combine: the
+        gate at top-k, the residual sum (F*D; computed inside the combine, which starts
+        from X_{l-1}) and the LayerNorm of each field's D values (7D + 4:
         5D + 4 to normalise, 2D for gain and bias, as :mod:`adaref.experts.base` counts
         the instance norm)."""
         f, d = self.gate.in_features // self.config.dim, self.config.dim
