@@ -719,6 +719,11 @@ class Softmax(Function):
 
     def forward(self, x, axis=-1):
         self.axis = axis
+        if x.ndim == 2 and axis == 1:                  # the gates' (B, N): one pass per row
+            self.y = np.empty_like(x)
+            if kernels.softmax_rows(self.y, np.ascontiguousarray(x)):
+                _finite_max(x, axis, "softmax")         # raises, naming what is wrong
+            return self.y
         z = np.exp(x - _finite_max(x, axis, "softmax"))
         self.y = z / z.sum(axis=axis, keepdims=True)
         return self.y
@@ -936,6 +941,11 @@ def topk_mask(x, k: int, axis: int = -1) -> np.ndarray:
     n = arr.shape[axis]
     if not 1 <= k <= n:
         raise ValueError(f"topk_mask: k={k} must be in [1, {n}] for axis {axis} of shape {arr.shape}")
+    if arr.ndim == 2 and axis == 1 and arr.dtype.kind == "f":    # the gates' (B, N)
+        mask = np.empty(arr.shape, dtype=bool)
+        if kernels.topk_rows(mask, np.ascontiguousarray(arr), k):
+            raise ValueError("topk_mask: input contains NaN")
+        return mask
     if np.isnan(arr).any():
         raise ValueError("topk_mask: input contains NaN")
     order = np.argsort(-arr, axis=axis, kind="stable")   # stable: equal values keep index order

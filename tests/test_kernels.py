@@ -181,3 +181,67 @@ def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
             numba.set_num_threads(before)
     for a, b in zip(one, many):
         np.testing.assert_array_equal(a, b)
+
+
+@st.composite
+def score_rows(draw):
+    """(n, c) scores with ties (small integers), some -inf, and rows that are all -inf,
+    hold a NaN or a +inf."""
+    n, c = draw(st.integers(1, 12)), draw(st.integers(1, 7))
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    x = draw(hnp.arrays(dtype, (n, c), elements=st.one_of(
+        st.integers(-3, 3).map(float), st.floats(-50, 50, width=32), st.just(-np.inf))))
+    special = draw(st.sampled_from([None, np.nan, np.inf, "all -inf"]))
+    if special is not None:
+        i = draw(st.integers(0, n - 1))
+        if special == "all -inf":
+            x[i] = -np.inf
+        else:
+            x[i, draw(st.integers(0, c - 1))] = special
+    return x
+
+
+@given(score_rows(), st.data())
+def test_row_softmax_and_topk_twins_agree(x, data):
+    k = data.draw(st.integers(1, x.shape[1]))
+    out = {}
+    for backend in kernels.BACKENDS:
+        y, mask = np.empty_like(x), np.empty(x.shape, bool)
+        with kernels.use_backend(backend):
+            bad, nan_rows = kernels.softmax_rows(y, x), kernels.topk_rows(mask, x, k)
+        out[backend] = y, bad, mask, nan_rows
+    finite = np.isfinite(x.max(axis=1))
+    assert out["numba"][1] == out["numpy"][1] == int((~finite).sum())
+    assert out["numba"][3] == out["numpy"][3] == int(np.isnan(x).any(axis=1).sum())
+    ok = ~np.isnan(x).any(axis=1)
+    np.testing.assert_array_equal(out["numba"][2][ok], out["numpy"][2][ok])
+    assert np.all(out["numba"][2][ok].sum(axis=1) == k)
+    # NumPy subtracts the max in the dtype, the loop in float64: exp turns an absolute
+    # error of |x - max| * eps in its argument into that relative error
+    xs = np.where(np.isfinite(x), x, 0).astype(np.float64)
+    rtol = 4 * np.finfo(x.dtype).eps * (2 + np.ptp(xs))
+    atol = 2 * np.finfo(x.dtype).tiny          # subnormal outputs keep fewer bits
+    np.testing.assert_allclose(out["numba"][0][finite], out["numpy"][0][finite], rtol=rtol, atol=atol)
+    # the definition: exp of the shifted scores over their sum, ties to the lowest index
+    xf = x[finite].astype(np.float64)
+    z = np.exp(xf - xf.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(out["numba"][0][finite], z / z.sum(axis=1, keepdims=True), rtol=rtol * 10,
+                               atol=atol)
+    for row, m in zip(x[ok], out["numba"][2][ok]):
+        chosen = [j for j, _ in sorted(enumerate(row), key=lambda t: (-t[1], t[0]))[:k]]
+        assert sorted(chosen) == np.flatnonzero(m).tolist()
+
+
+def test_softmax_and_topk_on_2d_match_the_general_path_and_still_raise():
+    x = np.random.default_rng(0).normal(size=(50, 5))
+    x[3, 1] = -np.inf
+    np.testing.assert_allclose(ops.softmax(Tensor(x)).data, ops.softmax(Tensor(x[None]), axis=-1).data[0],
+                               rtol=1e-15)
+    np.testing.assert_array_equal(ops.topk_mask(x, 2), ops.topk_mask(x[None], 2)[0])
+    for value, word in ((np.nan, "NaN"), (np.inf, r"\+inf")):
+        bad = x.copy()
+        bad[7, 2] = value
+        with pytest.raises(ValueError, match=f"softmax: a slice along axis 1 has {word}"):
+            ops.softmax(Tensor(bad))
+    with pytest.raises(ValueError, match="topk_mask: input contains NaN"):
+        ops.topk_mask(np.where(np.arange(5) == 2, np.nan, x), 1)
