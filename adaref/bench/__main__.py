@@ -28,4 +28,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from adaref.runtime import keep_freed_memory
+
+    keep_freed_memory()          # a program may tune its allocator; `import adaref` does not
     sys.exit(main(sys.argv[1:]))

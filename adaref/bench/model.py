@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from adaref import kernels, no_grad, ops
+from adaref import kernels, no_grad, ops, runtime
 from adaref.model import AdaEnsemble, model_config
 from adaref.model import dispatcher
 from adaref.optim import Adam
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> int:
     print(f"B = {B}, F = {F}, D = {D}, L = {L}, float32, paper preset, kernels: {kernels.backend()}, "
           f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT')}, "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, {runtime.describe()}")
     head = (f"{'k':>2} {'controller':>10} {'infer ex/s':>11} {'FLOPs':>7} {'train ex/s':>11} "
             f"{'FLOPs':>7} {'t/t(k=5)':>9} {'F/F(k=5)':>9} {'ratio':>6} {'disp+comb':>10}")
     print(head + "\n" + "-" * len(head))
