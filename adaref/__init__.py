@@ -17,9 +17,10 @@ if "numpy" not in _sys.modules:
     _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 # The same for the OpenMP threads of Numba's parallel kernels (attention, layer norm,
 # row gather/scatter): by default libgomp spins them for 300,000 rounds after each
-# kernel, stealing a core from the next matmul. PASSIVE lets them sleep at once
-# (`python -m adaref.bench model`, k = 5: 10,600 against 7,400-8,200 inference
-# examples/s). A default only, and only before Numba (and so libgomp) is loaded.
+# kernel, stealing a core from the next matmul. PASSIVE lets them sleep at once (the
+# paper configuration at k = 5 without the controller: about 10,500 inference examples/s
+# against 6,900-7,500 with libgomp's default). A default only, and only before Numba
+# (and so libgomp) is loaded.
 if "numba" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

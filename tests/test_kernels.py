@@ -104,28 +104,21 @@ def test_layer_norm_propagates_nan_and_inf(backend):
     assert np.all(np.isfinite(y[0])) and np.all(np.isnan(y[1])) and not np.any(np.isfinite(y[2]))
 
 
-@pytest.mark.parametrize("preset,first,expected", [(None, "adaref", "4"), ("20", "adaref", "20"),
-                                                    (None, "numpy", "None")])
-def test_openblas_thread_timeout_default(preset, first, expected):
-    # set before NumPy loads OpenBLAS, never over the user's value, never after NumPy
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    if preset is not None:
-        env["OPENBLAS_THREAD_TIMEOUT"] = preset
-    code = f"import {first}, adaref, os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == expected
+# (variable, adaref's default, the library that reads it at load): set before that library
+# loads, never over the user's value, never after it was imported
+THREAD_DEFAULTS = [("OPENBLAS_THREAD_TIMEOUT", "4", "numpy"), ("OMP_WAIT_POLICY", "PASSIVE", "numba")]
 
 
-@pytest.mark.parametrize("preset,first,expected", [(None, "adaref", "PASSIVE"), ("ACTIVE", "adaref", "ACTIVE"),
-                                                    (None, "numba", "None")])
-def test_omp_wait_policy_default(preset, first, expected):
-    # set before Numba loads its OpenMP threads, never over the user's value, never after Numba
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if preset is not None:
-        env["OMP_WAIT_POLICY"] = preset
-    code = f"import {first}, adaref, os; print(os.environ.get('OMP_WAIT_POLICY'))"
+@pytest.mark.parametrize("variable,default,library", THREAD_DEFAULTS)
+@pytest.mark.parametrize("case", ["unset", "user value", "library first"])
+def test_thread_defaults(variable, default, library, case):
+    env = {k: v for k, v in os.environ.items() if k != variable}
+    if case == "user value":
+        env[variable] = "20"
+    first = library if case == "library first" else "adaref"
+    code = f"import {first}, adaref, os; print(os.environ.get({variable!r}))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == expected
+    assert out.stdout.strip() == {"unset": default, "user value": "20", "library first": "None"}[case]
 
 
 @pytest.mark.parametrize("backend", kernels.BACKENDS)
