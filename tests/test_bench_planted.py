@@ -34,11 +34,14 @@ def test_term_coefficients_recover_the_combination(weights):
     np.testing.assert_allclose(coef, weights, atol=1e-6)
 
 
-def test_planted_bench_runs_and_prints_every_model(tmp_path, capsys):
+@pytest.mark.parametrize("bilevel", ["off", "on"])
+def test_planted_bench_runs_and_prints_every_model(tmp_path, capsys, bilevel):
     assert main(["--rows", "3000", "--fields", "6", "--max-vocab", "8", "--dim", "4", "--epochs", "0.3",
                  "--eval-every", "2", "--batch", "256", "--models", "adaensemble,pin",
-                 "--out", str(tmp_path)]) == 0
+                 "--bilevel", bilevel, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    config = (tmp_path / "adaensemble" / "config.json").read_text()
+    assert f'"bilevel": "{bilevel}"' in config
     for label in ("Bayes-optimal", "AdaEnsemble k=2", "pin only", "attention",
                   "mechanism for (pin: attention;", "(expert, term) pairs", "  pin    attention  AdaEnsemble"):
         assert label in out

@@ -79,7 +79,7 @@ def _run_config(experts: tuple[str, ...], k: int, controller: bool, args) -> Run
     adam = OptimizerChoice("adam", {"lr": args.lr})
     embedding = OptimizerChoice("gftrl", {"alpha": args.gftrl_alpha}) if args.gftrl_alpha > 0 else adam
     train = TrainConfig(batch_size=args.batch, epochs=args.epochs, eval_every=args.eval_every,
-                        patience=args.patience, bilevel="off", lambda1=args.lambda1, lambda2=args.lambda2,
+                        patience=args.patience, bilevel=args.bilevel, lambda1=args.lambda1, lambda2=args.lambda2,
                         embedding_optimizer=embedding, optimizer=adam, gate_optimizer=adam)
     return RunConfig(data=DataChoice(sample=False, path="synthetic"), model=model, train=train,
                      dtype="float32", seed=args.seed)
@@ -131,6 +131,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-controller", action="store_true", help="AdaEnsemble without the depth controller")
     p.add_argument("--lambda1", type=float, default=0.0, help="eq. 18's weight of the expert load term")
     p.add_argument("--lambda2", type=float, default=0.0, help="eq. 18's weight of the depth load term")
+    p.add_argument("--bilevel", choices=("on", "off"), default="off",
+                   help="Algorithm 2 (gates on validation batches, first order) or joint steps on "
+                        "training batches, for every model")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (all but the embeddings)")
     p.add_argument("--gftrl-alpha", type=float, default=0.05,
                    help="G-FTRL rate alpha of the embeddings (0: Adam for them too)")
