@@ -6,8 +6,9 @@ without the controller) and training steps (forward in the training form, log-lo
 regularisers, backward, an Adam step) in examples/s for k = 1..5 with and without the
 controller, beside the FLOPs ratio, and the share of a training step spent in dispatch
 and combine (the combine includes the layer's residual sum, which it starts from).
-Each throughput is the median over the timed repeats; the kernels' Numba vs NumPy-twin
-comparison is ``python -m adaref.bench experts``.
+Each throughput is a median over timed repeats; inference is timed in rounds that visit
+every setting in turn, so the ratios compare batches run under the same conditions. The
+kernels' Numba vs NumPy-twin comparison is ``python -m adaref.bench experts``.
 
 Sparsity pays if time ratios track FLOPs ratios (the target is within 25%).
 """
@@ -57,23 +58,31 @@ def _loss(out, labels):
     return loss + out.depth_loss * 0.01 if out.depth_loss is not None else loss
 
 
-def measure(model: AdaEnsemble, ids, labels, k: int, repeats: int, infer_repeats: int) -> dict:
-    """Examples/s of inference and of a training step: the median over timed repeats,
-    after warm-up runs (JIT, caches, the allocator's first touch of its pages)."""
+def measure_inference(models: dict, ids, rounds: int) -> dict:
+    """{setting: (examples/s, mean FLOPs per example)} of inference (evaluation mode) for
+    {setting: (model, k)}: two untimed batches per setting (JIT, caches, the allocator's
+    first pages), then ``rounds`` rounds that each time one batch of every setting in
+    turn, so that a slow phase of the machine hits all settings alike; the median of
+    each setting's times."""
+    times, flops = {s: [] for s in models}, {}
+    with no_grad():
+        for model, _ in models.values():
+            model.eval()
+        for r in range(-2, rounds):                            # rounds -2, -1: warm-up
+            for s, (model, k) in models.items():
+                t = time.perf_counter()
+                out = model(ids, k=k)
+                if r >= 0:
+                    times[s].append(time.perf_counter() - t)
+                flops[s] = out.flops.mean()
+    return {s: (len(ids) / float(np.median(times[s])), flops[s]) for s in models}
+
+
+def measure_training(model: AdaEnsemble, ids, labels, k: int, repeats: int) -> dict:
+    """Examples/s of a training step (median over ``repeats`` after one untimed step), its
+    mean FLOPs per example and the share of the step spent in dispatch and combine."""
     rng = np.random.default_rng(0)
     opt = Adam(model.named_parameters(), lr=1e-3)
-    res = {}
-    model.eval()
-    with no_grad():
-        for _ in range(2):
-            out = model(ids, k=k)                               # warm-up
-        times = []
-        for _ in range(infer_repeats):
-            t = time.perf_counter()
-            out = model(ids, k=k)
-            times.append(time.perf_counter() - t)
-        res["infer"] = len(ids) / float(np.median(times))
-    res["flops_infer"] = out.flops.mean()
     model.train()
     acc = [0.0]
 
@@ -91,10 +100,8 @@ def measure(model: AdaEnsemble, ids, labels, k: int, repeats: int, infer_repeats
             t = time.perf_counter()
             out = step()
             times.append(time.perf_counter() - t)
-    res["train"] = len(ids) / float(np.median(times))
-    res["flops_train"] = out.flops.mean()
-    res["dispatch_share"] = acc[0] / sum(times)
-    return res
+    return {"train": len(ids) / float(np.median(times)), "flops_train": out.flops.mean(),
+            "dispatch_share": acc[0] / sum(times)}
 
 
 def main(argv: list[str]) -> int:
@@ -106,7 +113,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--batch", type=int, default=4096, help="examples per batch")
     p.add_argument("--repeats", type=int, default=3, help="timed training steps per setting (median)")
     p.add_argument("--infer-repeats", type=int, default=10,
-                   help="timed inference batches per setting (median)")
+                   help="rounds of timed inference, one batch of every setting per round (median)")
     p.add_argument("--ks", default="1,2,3,4,5", help="comma-separated k values")
     args = p.parse_args(argv)
     F, D, L, B = 39, 16, 4, args.batch
@@ -123,19 +130,19 @@ def main(argv: list[str]) -> int:
     print(head + "\n" + "-" * len(head))
     ks = [int(v) for v in args.ks.split(",")]
 
-    def run(controller: bool, k: int, repeats: int, infer_repeats: int) -> dict:
+    settings = [(controller, k) for controller in (True, False) for k in ks]
+    models = {}
+    for controller, k in settings:
         cfg = model_config("paper", dim=D, num_layers=L, controller={"enabled": controller})
-        model = AdaEnsemble(cfg, vocab, rng=np.random.default_rng(0), dtype=np.float32)
-        with warnings.catch_warnings():   # k = 1 with combine="gates" warns by design
-            warnings.filterwarnings("ignore", message="gate combine='gates' with k = 1")
-            return measure(model, ids, labels, k, repeats, infer_repeats)
-
-    # The first setting measured in a fresh process ran 10-15% slower than when measured
-    # again later (one-time costs: thread pools, the allocator's first pages), so one
-    # untimed pass over it warms the process up first.
-    run(True, ks[0], 1, 2)
-    rows = [(k, controller, run(controller, k, args.repeats, args.infer_repeats))
-            for controller in (True, False) for k in ks]
+        models[controller, k] = (AdaEnsemble(cfg, vocab, rng=np.random.default_rng(0), dtype=np.float32), k)
+    with warnings.catch_warnings():       # k = 1 with combine="gates" warns by design
+        warnings.filterwarnings("ignore", message="gate combine='gates' with k = 1")
+        infer = measure_inference(models, ids, args.infer_repeats)
+        rows = []
+        for controller, k in settings:
+            r = measure_training(models[controller, k][0], ids, labels, k, args.repeats)
+            r["infer"], r["flops_infer"] = infer[controller, k]
+            rows.append((k, controller, r))
     base = {c: next(r for k, cc, r in rows if cc == c and k == max(kk for kk, _, _ in rows)) for c in (True, False)}
     for k, controller, r in rows:
         b = base[controller]
