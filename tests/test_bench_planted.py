@@ -62,11 +62,11 @@ def test_planted_bench_refuses_an_unknown_model_name(capsys):
 
 
 def test_cached_planted_data_is_reused_only_for_the_same_options(tmp_path):
-    from adaref.bench.planted import _saved_options
+    from adaref.bench.planted import _manifest_options
     from adaref.data.synthetic import synthesize
 
     opts = SynthOptions(rows=200, n_fields=6, max_vocab=8, attention_keys=3, attention_scale=2.5)
     synthesize(opts, str(tmp_path / "d"))
     manifest = str(tmp_path / "d" / "manifest.json")
-    assert _saved_options(manifest) == _saved_options(opts)
-    assert _saved_options(manifest) != _saved_options(dataclasses.replace(opts, attention_scale=2.5000001))
+    assert _manifest_options(manifest) == opts.manifest_options()
+    assert _manifest_options(manifest) != dataclasses.replace(opts, attention_scale=2.5000001).manifest_options()

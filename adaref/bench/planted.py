@@ -10,12 +10,13 @@ probabilities scored as predictions).
 The term columns show which planted interactions each model learned: the least-squares
 coefficients of the model's test logit on the five planted terms (each term's share of
 the true logit; the true logit is their sum plus a constant, so the true model scores
-1 on every term, and a term a model cannot represent scores near 0).
+1 on every term, and a term a model cannot represent scores near 0). Last, for every
+term a single expert has no explicit mechanism for (:data:`CANNOT_FORM`), it says whether
+AdaEnsemble's coefficient is closer to 1 than that expert's.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile
@@ -85,12 +86,10 @@ def _run_config(experts: tuple[str, ...], k: int, controller: bool, args) -> Run
                      dtype="float32", seed=args.seed)
 
 
-def _saved_options(source) -> dict:
-    """The generator options of a planted data set's manifest (a path), or of options,
-    as the manifest stores them: a cached data set is reused only if they match."""
-    if isinstance(source, SynthOptions):
-        return json.loads(json.dumps(dataclasses.asdict(source) | {"vocab_sizes": list(source.vocab_sizes)}))
-    with open(source, encoding="utf-8") as fh:
+def _manifest_options(path: str) -> dict:
+    """The generator options saved in a planted data set's manifest: a cached data set is
+    reused only if they equal the requested :meth:`SynthOptions.manifest_options`."""
+    with open(path, encoding="utf-8") as fh:
         return json.load(fh).get("options", {})
 
 
@@ -166,7 +165,7 @@ def main(argv: list[str]) -> int:
     data_dir = os.path.join(work, f"data-{args.rows}-{args.fields}-{args.max_vocab}-k{args.attention_keys}"
                                   f"-s{args.attention_scale:g}-c{'_'.join(f'{c:g}' for c in weights)}")
     manifest = os.path.join(data_dir, "manifest.json")
-    if not os.path.exists(manifest) or _saved_options(manifest) != _saved_options(synth):
+    if not os.path.exists(manifest) or _manifest_options(manifest) != synth.manifest_options():
         synthesize(synth, data_dir)
     ds = open_encoded(data_dir)
     test = ds.splits["test"]

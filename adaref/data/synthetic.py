@@ -113,6 +113,14 @@ class SynthOptions(_Options):
             raise OptionsError(f"SynthOptions: attention_scale must be positive and finite, "
                                f"got {self.attention_scale}")
 
+    def manifest_options(self) -> dict:
+        """The options as a manifest stores them (JSON values: lists, not tuples).
+
+        >>> SynthOptions(rows=10, vocab_sizes=(2,) * 39).manifest_options()["vocab_sizes"][:2]
+        [2, 2]
+        """
+        return dataclasses.asdict(self) | {"vocab_sizes": list(self.vocab_sizes)}
+
     def vocab(self, f: int) -> int:
         """V_f, the number of levels of field ``f``."""
         if self.vocab_sizes:
@@ -249,7 +257,7 @@ def synthesize(options: SynthOptions, out: str, progress: bool = False, stream=N
              "first_id": 1, "values": "level k has id k + 1"} for f in range(F)]})
         manifest = {
             "format_version": 1, "dataset": "synthetic", "preset": None,
-            "options": dataclasses.asdict(options) | {"vocab_sizes": list(options.vocab_sizes)},
+            "options": options.manifest_options(),
             "field_names": [f"f{f}" for f in range(F)], "vocab_sizes": vocab_sizes,
             "oov_embedding": "learned", "rows": {"data_lines": n, "encoded": n},
             "splits": {name: {"rows": int((codes == k).sum()), "positives": int(labels[codes == k].sum())}
