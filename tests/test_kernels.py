@@ -139,8 +139,9 @@ def test_layer_norm_without_grad_gives_the_same_output_and_saves_nothing(backend
 
 
 def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
-    """The layer-norm forward and the row gather/scatter kernels run rows in parallel;
-    each row is computed by one iteration alone, so the thread count cannot change a bit."""
+    """The layer-norm forward, the row gather/scatter and the fused combine-norm kernels
+    run rows in parallel; each row is computed by one iteration alone, so the thread
+    count cannot change a bit."""
     numba = pytest.importorskip("numba")
     threads = min(4, numba.config.NUMBA_NUM_THREADS)
     if threads < 2:
@@ -161,7 +162,11 @@ def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
         kernels.gather_rows_scaled(scaled, x, rows, scale)
         out = x.copy()
         kernels.scatter_add_scaled(out, rows, scale, vals)
-        return y, xhat, inv, gathered, scaled, out
+        pos = np.full((3001, 1), -1, np.int64)
+        pos[rows, 0] = np.arange(1700)
+        fused = np.empty((3001, 16), np.float32)
+        kernels.combine_norm(fused, x, np.ones((3001, 1), np.float32), pos, (vals,), gain, bias, 1e-5)
+        return y, xhat, inv, gathered, scaled, out, fused
 
     before = numba.get_num_threads()
     with kernels.use_backend("numba"):

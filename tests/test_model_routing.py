@@ -131,6 +131,57 @@ def test_numba_and_numpy_dispatch_agree():
     np.testing.assert_allclose(out["numba"][2], out["numpy"][2], rtol=1e-14, atol=1e-14)
 
 
+@given(seed=st.integers(0, 10**6), b=st.integers(1, 40), n=st.integers(1, 5), f=st.integers(1, 4),
+       d=st.integers(1, 6), dtype=st.sampled_from([np.float32, np.float64]), data=st.data())
+def test_fused_inference_combine_norm_equals_combine_then_norm(seed, b, n, f, d, dtype, data):
+    """Under no_grad the layer's Norm(x + eq. 12) is one fused pass; it equals the two
+    autograd ops (combine onto the base, then LayerNorm) on both backends, including
+    examples no expert receives and experts that receive nothing, to the LayerNorm
+    kernel's rounding bound."""
+    from adaref.nn import LayerNorm
+
+    rng = np.random.default_rng(seed)
+    experts = [ToyExpert(d, rng) for _ in range(n)]
+    for e in experts:
+        e.lin.weight.data, e.lin.bias.data = (e.lin.weight.data.astype(dtype), e.lin.bias.data.astype(dtype))
+    x, x0 = rng.normal(size=(b, f, d)).astype(dtype), rng.normal(size=(b, f, d)).astype(dtype)
+    mask = ops.topk_mask(rng.normal(size=(b, n)), data.draw(st.integers(1, n)))
+    mask[rng.uniform(size=b) < 0.2] = False                       # examples no expert receives
+    if n > 1:
+        mask[:, data.draw(st.integers(0, n - 1))] = False        # an expert that receives nothing
+    w = np.where(mask, rng.uniform(0.1, 1.0, size=(b, n)), 0.0).astype(dtype)
+    norm = LayerNorm(d, dtype=dtype)
+    norm.gain.data[:], norm.bias.data[:] = rng.normal(size=d), rng.normal(size=d)
+    pre, _ = sparse_moe(Tensor(x), Tensor(x0), mask, Tensor(w), experts, base=Tensor(x))   # (b, f, d)
+    # rounding in the sums (~d eps relative to the field's values) is amplified by the
+    # normalisation's 1 / std: the bound for each field's d outputs
+    amplify = np.abs(pre.data).max(axis=-1, keepdims=True) / np.sqrt(pre.data.var(axis=-1, keepdims=True)
+                                                                      + norm.eps)
+    bound = 64 * d * np.finfo(dtype).eps * (np.abs(norm.gain.data).max() * (amplify + 1)
+                                            + np.abs(norm.bias.data).max())
+    for backend in kernels.BACKENDS:
+        with kernels.use_backend(backend):
+            plain, _ = sparse_moe(Tensor(x), Tensor(x0), mask, Tensor(w), experts, base=Tensor(x), norm=norm)
+            with adaref.no_grad():
+                fused, _ = sparse_moe(Tensor(x), Tensor(x0), mask, Tensor(w), experts, base=Tensor(x),
+                                      norm=norm)
+        assert plain.requires_grad and not fused.requires_grad and fused.dtype == dtype
+        if backend == "numpy":                   # the NumPy twin is the composition itself
+            np.testing.assert_array_equal(fused.data, plain.data)
+        assert np.all(np.abs(fused.data - plain.data) <= bound), backend
+
+
+def test_combine_norm_refuses_a_graph_and_repeated_rows():
+    from adaref.model.dispatcher import combine_norm
+    from adaref.nn import LayerNorm
+
+    w, y, base = Tensor(np.ones((4, 1))), Tensor(np.ones((2, 3, 2))), Tensor(np.zeros((4, 3, 2)))
+    with pytest.raises(RuntimeError, match="no_grad"):
+        combine_norm(w, [y], [np.array([0, 2])], [0], base, LayerNorm(2))
+    with adaref.no_grad(), pytest.raises(ValueError, match="rows of expert 0 must be increasing"):
+        combine_norm(w, [y], [np.array([2, 2])], [0], base, LayerNorm(2))
+
+
 # --- gate -------------------------------------------------------------------------
 def _gate(combine="gates", temperature="log", **kw):
     cfg = GateConfig(hidden=3, reduction=2, jitter=0.1, combine=combine, temperature=temperature, **kw)

@@ -84,3 +84,4 @@ from adaref.kernels.dispatch import (gather_rows, gather_rows_scaled, rowwise_do
                                      scatter_add_scaled)
 from adaref.kernels.norm import layer_norm_backward, layer_norm_forward  # noqa: E402,F401
 from adaref.kernels.rows import softmax_rows, topk_rows  # noqa: E402,F401
+from adaref.kernels.combine_norm import combine_norm  # noqa: E402,F401

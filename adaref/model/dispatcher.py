@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from adaref import kernels
-from adaref.tensor import Function, ShapeError, Tensor
+from adaref.tensor import Function, ShapeError, Tensor, is_grad_enabled
 
 
 def _rows2d(a: np.ndarray) -> np.ndarray:
@@ -101,17 +101,45 @@ def combine(weights: Tensor, outputs: Sequence[Tensor], rows: Sequence[np.ndarra
     (zeros if None; see :class:`Combine`)."""
     if base is not None and base.shape != tuple(shape):
         raise ShapeError(f"combine: base has shape {base.shape}, the output is {tuple(shape)}")
-    for j, r in zip(experts, rows):
-        if r.size and (r[0] < 0 or r[-1] >= shape[0] or np.any(np.diff(r) <= 0)):
-            raise ValueError(f"combine: the rows of expert {j} must be increasing (unique) "
-                             f"indices in [0, {shape[0]})")
+    _check_rows("combine", rows, experts, shape[0])
     inputs = (weights,) + ((base,) if base is not None else ()) + tuple(outputs)
     return Combine.apply(*inputs, rows=tuple(rows), experts=tuple(experts), shape=tuple(shape),
                          has_base=base is not None)
 
 
+def combine_norm(weights: Tensor, outputs: Sequence[Tensor], rows: Sequence[np.ndarray],
+                 experts: Sequence[int], base: Tensor, norm) -> Tensor:
+    """``norm(combine(weights, outputs, rows, experts, base.shape, base))`` in one fused
+    pass (:data:`adaref.kernels.combine_norm`), for inference: it records no graph, so
+    it refuses to run while gradients are enabled. ``norm`` is a
+    :class:`~adaref.nn.LayerNorm` over the last axis D of base (B, F, D)."""
+    if is_grad_enabled():
+        raise RuntimeError("combine_norm records no graph: call it inside adaref.no_grad()")
+    b, n = weights.shape
+    _check_rows("combine_norm", rows, experts, b)
+    pos = np.full((b, n), -1, dtype=np.int64)                                    # (B, N)
+    ys = [np.empty((0, base.data[0].size), dtype=base.dtype)] * n               # (n_j, F*D)
+    for y, r, j in zip(outputs, rows, experts):
+        pos[r, j] = np.arange(len(r))
+        ys[j] = _rows2d(y.data)
+    out = np.empty((b, base.data[0].size), dtype=base.dtype)                    # (B, F*D)
+    kernels.combine_norm(out, _rows2d(base.data), np.ascontiguousarray(weights.data), pos,
+                         tuple(ys), norm.gain.data, norm.bias.data, norm.eps)
+    return Tensor(out.reshape(base.shape))
+
+
+def _check_rows(op: str, rows: Sequence[np.ndarray], experts: Sequence[int], b: int) -> None:
+    """Each expert's rows must be increasing (so unique) indices in [0, b): the parallel
+    scatter loops write each output row from one iteration."""
+    for j, r in zip(experts, rows):
+        if r.size and (r[0] < 0 or r[-1] >= b or np.any(np.diff(r) <= 0)):
+            raise ValueError(f"{op}: the rows of expert {j} must be increasing (unique) "
+                             f"indices in [0, {b})")
+
+
 def sparse_moe(x: Tensor, x0: Tensor, mask: np.ndarray, weights: Tensor,
-               experts: Sequence, base: Tensor | None = None) -> tuple[Tensor, list[np.ndarray]]:
+               experts: Sequence, base: Tensor | None = None,
+               norm=None) -> tuple[Tensor, list[np.ndarray]]:
     """Eq. 12: run each expert on its routed examples only and combine.
 
     Args:
@@ -121,9 +149,12 @@ def sparse_moe(x: Tensor, x0: Tensor, mask: np.ndarray, weights: Tensor,
         experts: N expert modules, ``expert(x_j, x0_j) -> (n_j, F, D)``; an expert whose
             ``uses_x0`` is False gets ``x0_j = None`` (its X_0 rows are not copied).
         base: added to the result in the same pass (the layer's residual X_{l-1}), or None.
+        norm: a LayerNorm applied to the result (row 15), or None. Under
+            :func:`adaref.no_grad` with a ``base``, combine and norm run as one fused
+            pass (:func:`combine_norm`); otherwise as the two autograd ops.
 
-    Returns the combined output (B, F, D) (plus ``base``) and the row indices routed to
-    each expert.
+    Returns the combined output (B, F, D) (plus ``base``, normalised by ``norm``) and
+    the row indices routed to each expert.
 
     >>> import numpy as np
     >>> from adaref import Tensor
@@ -150,4 +181,7 @@ def sparse_moe(x: Tensor, x0: Tensor, mask: np.ndarray, weights: Tensor,
         outputs.append(y)
         ran.append(j)
         ran_rows.append(r)
-    return combine(weights, outputs, ran_rows, ran, x.shape, base), rows
+    if norm is not None and base is not None and not is_grad_enabled():
+        return combine_norm(weights, outputs, ran_rows, ran, base, norm), rows     # inference
+    y = combine(weights, outputs, ran_rows, ran, x.shape, base)
+    return (norm(y) if norm is not None else y), rows

@@ -46,8 +46,8 @@ class SparseMoELayer(Module):
         routing = self.gate(gate_input, k, rng)                              # (B, N) each
         experts = [self.experts[name] for name in self.names]
         out, _ = sparse_moe(x, x0, routing.mask, routing.weights, experts,
-                            base=x)                                          # (B, F, D): x + eq. 12
-        return (self.norm(out) if self.norm is not None else out), routing
+                            base=x, norm=self.norm)                          # (B, F, D): Norm(x + eq. 12)
+        return out, routing
 
     def expert_flops(self) -> np.ndarray:
         """(N,) forward FLOPs per example of each expert, in gate order."""
