@@ -1,4 +1,5 @@
-"""Saving and loading arrays as ``.npz``: atomic writes, no pickle, clear errors.
+"""Saving and loading arrays as ``.npz`` and documents as JSON: atomic writes, no
+pickle, clear errors.
 
 A file holds named float/int arrays plus one JSON document (``meta``: a model's config,
 a training state, ...) stored as the UTF-8 bytes of the key ``__meta__``. Loading uses
@@ -87,3 +88,13 @@ def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise NpzError(f"{path}: metadata is not valid JSON: {e}") from None
     return arrays, meta
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically (a temporary file in the
+    same folder, renamed over ``path``): a reader sees the old or the new document."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -47,8 +47,39 @@ def test_planted_bench_runs_and_prints_every_model(tmp_path, capsys, bilevel):
         assert label in out
 
 
+def test_several_seeds_add_means_and_a_verdict_per_pair_and_write_results(tmp_path, capsys):
+    import json
+
+    assert main(["--rows", "2000", "--fields", "6", "--max-vocab", "8", "--dim", "4", "--epochs", "0.2",
+                 "--eval-every", "2", "--batch", "256", "--models", "adaensemble,dense",
+                 "--seed", "3,5", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    runs = results["runs"]
+    assert [(r["model"], r["seed"]) for r in runs] == [("adaensemble", 3), ("dense", 3),
+                                                      ("adaensemble", 5), ("dense", 5)]
+    assert (tmp_path / "dense-seed5" / "config.json").exists()
+    assert '"seed": 5' in (tmp_path / "dense-seed5" / "config.json").read_text()
+    ada = [r for r in runs if r["model"] == "adaensemble"]
+    assert "means over seeds 3,5" in out
+    assert f"AdaEnsemble k=2 mean  {np.mean([r['auc'] for r in ada]):>9.4f}" in out
+    # dense has no mechanism for four planted terms: one verdict each, over both seeds
+    pairs = results["pairs"]
+    assert [(v["expert"], v["term"], v["seeds"]) for v in pairs] == [
+        ("dense", t, 2) for t in ("fm", "cross", "hadamard", "attention")]
+    for v in pairs:
+        a = np.mean([r["coefficients"][v["term"]] for r in ada])
+        d = np.mean([r["coefficients"][v["term"]] for r in runs if r["model"] == "dense"])
+        assert v["adaensemble"] == pytest.approx(a) and v["single"] == pytest.approx(d)
+        assert v["closer"] == (abs(1 - a) < abs(1 - d)) and 0 <= v["seeds_closer"] <= 2
+        assert f"  dense  {v['term']:<10} AdaEnsemble {a:.3f}" in out
+    assert "(on " in out and " of 2 seeds)" in out
+
+
 @pytest.mark.parametrize("argv,message", [(["--coefs", "1,2,3"], "--coefs: give 5"),
-                                          (["--attention-keys", "12"], "attention_keys")])
+                                          (["--attention-keys", "12"], "attention_keys"),
+                                          (["--seed", "1,x"], "comma-separated integers"),
+                                          (["--seed", "1,1"], "distinct")])
 def test_planted_bench_refuses_bad_generator_options(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)

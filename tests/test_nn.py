@@ -94,6 +94,18 @@ def test_save_load_npz_with_meta_and_atomic_write(tmp_path):
     assert np.array_equal(other.head.weight.data, m.head.weight.data)
 
 
+def test_write_json_replaces_the_document_whole(tmp_path):
+    import json
+
+    from adaref.io import write_json
+
+    path = tmp_path / "results.json"
+    write_json(path, {"runs": [1, 2]})
+    write_json(path, {"runs": [3]})
+    assert json.loads(path.read_text()) == {"runs": [3]}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temp file left
+
+
 def test_load_refuses_pickles_truncation_and_mismatch(tmp_path):
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, w=np.array([{"a": 1}], dtype=object))

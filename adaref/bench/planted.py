@@ -13,6 +13,12 @@ the true logit; the true logit is their sum plus a constant, so the true model s
 1 on every term, and a term a model cannot represent scores near 0). Last, for every
 term a single expert has no explicit mechanism for (:data:`CANNOT_FORM`), it says whether
 AdaEnsemble's coefficient is closer to 1 than that expert's.
+
+The planted data depend only on the generator options; ``--seed`` sets the models'
+initialisation and batch order. Several seeds (``--seed 0,1,2``) train every model once
+per seed and end with the means over seeds, and the per-term verdict is then taken on
+the mean coefficients, with the number of seeds on which it holds. Every number printed
+is also written to ``results.json`` in the working directory.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import warnings
 import numpy as np
 
 from adaref import no_grad
+from adaref.io import write_json
 from adaref.data.dataset import open_encoded
 from adaref.data.config import OptionsError
 from adaref.data.synthetic import TERMS, SynthOptions, bayes_optimal, synthesize
@@ -70,7 +77,39 @@ def compare_on_unformable(coefs: dict[str, np.ndarray],
             for term in CANNOT_FORM[name] if term in planted]
 
 
-def _run_config(experts: tuple[str, ...], k: int, controller: bool, args) -> RunConfig:
+def _seeds(text: str) -> list[int]:
+    """``--seed``: one integer or several, comma-separated, distinct."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give an integer or comma-separated integers, got {text!r}") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got {text!r}")
+    return seeds
+
+
+def verdicts(pairs_by_seed: list[list[tuple[str, str, float, float]]]) -> list[dict]:
+    """Per (expert, term) pair of :func:`compare_on_unformable`, over one or more seeds:
+    the mean coefficients of AdaEnsemble and of the expert, whether AdaEnsemble's mean is
+    closer to 1, and on how many seeds its coefficient was.
+
+    >>> v = verdicts([[("pin", "attention", 0.9, 0.8)], [("pin", "attention", 0.95, 0.97)]])
+    >>> v[0]["closer"], v[0]["seeds_closer"], round(v[0]["adaensemble"], 3)
+    (True, 1, 0.925)
+    """
+    out = []
+    for i, (name, term, _, _) in enumerate(pairs_by_seed[0]):
+        ada = np.array([pairs[i][2] for pairs in pairs_by_seed])
+        single = np.array([pairs[i][3] for pairs in pairs_by_seed])
+        out.append({"expert": name, "term": term, "adaensemble": float(ada.mean()),
+                    "single": float(single.mean()),
+                    "closer": bool(abs(1 - ada.mean()) < abs(1 - single.mean())),
+                    "seeds_closer": int(np.sum(np.abs(1 - ada) < np.abs(1 - single))),
+                    "seeds": len(pairs_by_seed)})
+    return out
+
+
+def _run_config(experts: tuple[str, ...], k: int, controller: bool, args, seed: int) -> RunConfig:
     model = model_config("paper", dim=args.dim, num_layers=args.layers)
     anneal = len(experts) > 1 and k < len(experts)
     moe = {**model.moe.to_dict(), "experts": experts,
@@ -83,7 +122,7 @@ def _run_config(experts: tuple[str, ...], k: int, controller: bool, args) -> Run
                         patience=args.patience, bilevel=args.bilevel, lambda1=args.lambda1, lambda2=args.lambda2,
                         embedding_optimizer=embedding, optimizer=adam, gate_optimizer=adam)
     return RunConfig(data=DataChoice(sample=False, path="synthetic"), model=model, train=train,
-                     dtype="float32", seed=args.seed)
+                     dtype="float32", seed=seed)
 
 
 def _manifest_options(path: str) -> dict:
@@ -106,6 +145,45 @@ def term_coefficients(model, ids: np.ndarray, terms: np.ndarray, k: int, batch: 
     design = np.column_stack([terms, np.ones(len(terms))])                    # (n, 6)
     coef, *_ = np.linalg.lstsq(design, np.concatenate(logits), rcond=None)
     return coef[:-1]
+
+
+def _row(label: str, r: dict, bayes: dict) -> str:
+    """One line of the results table: a run (or a mean over seeds) beside Bayes."""
+    return (f"{label:<22}{r['auc']:>9.4f}{r['auc'] - bayes['auc']:>+8.4f}{r['log_loss']:>10.4f}"
+            f"{r['log_loss'] - bayes['log_loss']:>+8.4f}{r['mean_flops'] / 1e6:>8.3f}"
+            + (f"{r['seconds']:>6.0f}s" if "seconds" in r else f"{'':>7}")
+            + "".join(f"{r['coefficients'][t]:>10.2f}" for t in TERMS))
+
+
+def _print_means(runs: list[dict], labels: dict[str, str], seeds: list[int], bayes: dict) -> None:
+    print(f"\nmeans over seeds {','.join(map(str, seeds))}:")
+    for name, label in labels.items():
+        mine = [r for r in runs if r["model"] == name]
+        mean = {key: float(np.mean([r[key] for r in mine])) for key in ("auc", "log_loss", "mean_flops")}
+        mean["coefficients"] = {t: float(np.mean([r["coefficients"][t] for r in mine])) for t in TERMS}
+        print(_row(f"{label} mean", mean, bayes) + f"   (AUC range {np.ptp([r['auc'] for r in mine]):.4f})")
+
+
+def _pair_verdicts(runs: list[dict], seeds: list[int], planted: tuple[str, ...]) -> list[dict]:
+    """:func:`verdicts` of the runs' coefficients, if AdaEnsemble was among the models."""
+    by_seed = []
+    for seed in seeds:
+        coefs = {r["model"]: np.array([r["coefficients"][t] for t in TERMS]) for r in runs if r["seed"] == seed}
+        if "adaensemble" in coefs:
+            by_seed.append(compare_on_unformable(coefs, planted))
+    return verdicts(by_seed) if by_seed and by_seed[0] else []
+
+
+def _print_verdicts(pairs: list[dict], names: list[str], several: bool) -> None:
+    forms = "; ".join(f"{n}: {', '.join(t)}" for n, t in CANNOT_FORM.items() if n in names)
+    print(f"\nOn the terms each single expert has no explicit mechanism for ({forms}; a "
+          f"heuristic, see CANNOT_FORM), AdaEnsemble's{' mean' if several else ''} coefficient is "
+          f"closer to 1 in {sum(v['closer'] for v in pairs)} of {len(pairs)} (expert, term) pairs:")
+    for v in pairs:
+        verdict = "closer" if v["closer"] else "NOT closer"
+        seeds = f"  (on {v['seeds_closer']} of {v['seeds']} seeds)" if several else ""
+        print(f"  {v['expert']:<6} {v['term']:<10} AdaEnsemble {v['adaensemble']:.3f}  "
+              f"{v['expert']} {v['single']:.3f}  {verdict}{seeds}")
 
 
 def main(argv: list[str]) -> int:
@@ -140,7 +218,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--batch", type=int, default=512, help="training mini-batch")
     p.add_argument("--eval-every", type=int, default=100, help="steps between validation evaluations")
     p.add_argument("--patience", type=int, default=10, help="early stopping patience (evaluations)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
+    p.add_argument("--seed", type=_seeds, default=[0],
+                   help="initialisation and batch order (the planted data stay the same); several, "
+                        "comma-separated (0,1,2), train every model once per seed and add the means")
     p.add_argument("--models", default="adaensemble," + ",".join(EXPERTS),
                    help="comma-separated: adaensemble and/or single experts, in this order")
     p.add_argument("--out", default=None, help="working directory (default: a temporary one)")
@@ -179,34 +259,37 @@ def main(argv: list[str]) -> int:
     print(head + "".join(f"{t:>10}" for t in TERMS))
     print(f"{'Bayes-optimal':<22}{bayes['auc']:>9.4f}{'':>8}{bayes['log_loss']:>10.4f}{'':>23}"
           + "".join(f"{1.0:>10.2f}" for _ in TERMS))
-    coefs = {}
-    for name in args.models.split(","):
-        if name == "adaensemble":
-            run = _run_config(EXPERTS, args.k, not args.no_controller, args)
-            label = f"AdaEnsemble k={args.k}" + (" no ctl" if args.no_controller else "")
-        else:
-            run, label = _run_config((name,), 1, False, args), f"{name} only"
-        start = time.perf_counter()
-        trainer = Trainer(run, ds, os.path.join(work, name), quiet=True)
-        with warnings.catch_warnings():    # one expert at k = 1: its weight is 1 by design
-            warnings.filterwarnings("ignore", message="gate combine='gates' with k = 1")
-            trainer.fit()
-        m = trainer.finish()["test"]
-        coef = coefs[name] = term_coefficients(trainer.model, ds.ids[test], terms, m["k"])
-        print(f"{label:<22}{m['auc']:>9.4f}{m['auc'] - bayes['auc']:>+8.4f}{m['log_loss']:>10.4f}"
-              f"{m['log_loss'] - bayes['log_loss']:>+8.4f}{m['mean_flops'] / 1e6:>8.3f}"
-              f"{time.perf_counter() - start:>6.0f}s" + "".join(f"{c:>10.2f}" for c in coef), flush=True)
+    planted = tuple(t for t, w in zip(TERMS, weights) if w != 0)
+    results = {"options": synth.manifest_options(), "bayes": bayes, "runs": [], "pairs": []}
+    several, names = len(args.seed) > 1, args.models.split(",")
+    labels = {name: f"AdaEnsemble k={args.k}" + (" no ctl" if args.no_controller else "")
+              if name == "adaensemble" else f"{name} only" for name in names}
+    for seed in args.seed:
+        for name in names:
+            if name == "adaensemble":
+                run = _run_config(EXPERTS, args.k, not args.no_controller, args, seed)
+            else:
+                run = _run_config((name,), 1, False, args, seed)
+            label = labels[name] + (f" s{seed}" if several else "")
+            start = time.perf_counter()
+            run_dir = os.path.join(work, f"{name}-seed{seed}" if several else name)
+            trainer = Trainer(run, ds, run_dir, quiet=True)
+            with warnings.catch_warnings():    # one expert at k = 1: its weight is 1 by design
+                warnings.filterwarnings("ignore", message="gate combine='gates' with k = 1")
+                trainer.fit()
+            m = trainer.finish()["test"]
+            coef = term_coefficients(trainer.model, ds.ids[test], terms, m["k"])
+            results["runs"].append({"model": name, "seed": seed, "auc": m["auc"], "log_loss": m["log_loss"],
+                                    "mean_flops": m["mean_flops"], "seconds": time.perf_counter() - start,
+                                    "coefficients": dict(zip(TERMS, coef.tolist()))})
+            print(_row(label, results["runs"][-1], bayes), flush=True)
+            write_json(os.path.join(work, "results.json"), results)
+    if several:
+        _print_means(results["runs"], labels, args.seed, bayes)
     print("\nterm columns: least-squares coefficient of the model's test logit on each planted term "
           "(1 = learned as planted, 0 = not at all).")
-    pairs = compare_on_unformable(coefs, tuple(t for t, w in zip(TERMS, weights) if w != 0)) \
-        if "adaensemble" in coefs else []
-    if pairs:
-        closer = sum(abs(1 - a) < abs(1 - e) for _, _, a, e in pairs)
-        forms = "; ".join(f"{n}: {', '.join(t)}" for n, t in CANNOT_FORM.items() if n in coefs)
-        print(f"\nOn the terms each single expert has no explicit mechanism for ({forms}; a "
-              f"heuristic, see CANNOT_FORM), AdaEnsemble's coefficient is closer to 1 in "
-              f"{closer} of {len(pairs)} (expert, term) pairs:")
-        for name, term, a, e in pairs:
-            verdict = "closer" if abs(1 - a) < abs(1 - e) else "NOT closer"
-            print(f"  {name:<6} {term:<10} AdaEnsemble {a:.3f}  {name} {e:.3f}  {verdict}")
+    results["pairs"] = _pair_verdicts(results["runs"], args.seed, planted)
+    write_json(os.path.join(work, "results.json"), results)
+    if results["pairs"]:
+        _print_verdicts(results["pairs"], names, several)
     return 0

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from adaref.io import load_npz, save_npz
+from adaref.io import load_npz, save_npz, write_json
 from adaref.model import AdaEnsemble
 from adaref.model.adaensemble import first_difference
 from adaref.nn import StateDictError
@@ -277,7 +277,7 @@ class Trainer:
                    "epochs": round(self.state.step / self.steps_per_epoch, 4),
                    "stopped_early": self.state.stopped_early,
                    "examples": {k: int(len(v)) for k, v in self.rows.items()}}
-        _write_json(self.dir / "metrics.json", metrics)
+        write_json(self.dir / "metrics.json", metrics)
         from adaref.training.plots import write_plots
 
         write_plots(self.dir, self.state.history, test, self.model.config.moe.experts)
@@ -285,7 +285,7 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- files
     def _write_config(self) -> None:
-        _write_json(self.dir / "config.json", self.run.to_dict())
+        write_json(self.dir / "config.json", self.run.to_dict())
 
     def _write_history(self) -> None:
         tmp = self.dir / ".history.csv.tmp"
@@ -327,9 +327,3 @@ class Trainer:
         self.state = LoopState(**meta["loop"])
         for name, state in meta["rng"].items():
             self.rng[name].bit_generator.state = state
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
