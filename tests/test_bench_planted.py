@@ -74,6 +74,13 @@ def test_several_seeds_add_means_and_a_verdict_per_pair_and_write_results(tmp_pa
         assert v["closer"] == (abs(1 - a) < abs(1 - d)) and 0 <= v["seeds_closer"] <= 2
         assert f"  dense  {v['term']:<10} AdaEnsemble {a:.3f}" in out
     assert "(on " in out and " of 2 seeds)" in out
+    # a seed's runs give the same numbers alone as among several
+    assert main(["--rows", "2000", "--fields", "6", "--max-vocab", "8", "--dim", "4", "--epochs", "0.2",
+                 "--eval-every", "2", "--batch", "256", "--models", "adaensemble,dense",
+                 "--seed", "5", "--out", str(tmp_path / "alone")]) == 0
+    alone = json.loads((tmp_path / "alone" / "results.json").read_text())["runs"]
+    for a, b in zip(alone, runs[2:]):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
 
 
 @pytest.mark.parametrize("argv,message", [(["--coefs", "1,2,3"], "--coefs: give 5"),
