@@ -32,10 +32,10 @@ import warnings
 import numpy as np
 
 from adaref import no_grad
-from adaref.io import write_json
 from adaref.data.dataset import open_encoded
 from adaref.data.config import OptionsError
 from adaref.data.synthetic import TERMS, SynthOptions, bayes_optimal, synthesize
+from adaref.io import write_json
 from adaref.model import model_config
 from adaref.training.config import DataChoice, OptimizerChoice, RunConfig, TrainConfig
 from adaref.training.trainer import Trainer
@@ -158,6 +158,7 @@ def _row(label: str, r: dict, bayes: dict) -> str:
 
 
 def _print_means(runs: list[dict], labels: dict[str, str], seeds: list[int], bayes: dict) -> None:
+    """One line per model: its mean over the seeds, and the range of its test AUC."""
     print(f"\nmeans over seeds {','.join(map(str, seeds))}:")
     for name, label in labels.items():
         mine = [r for r in runs if r["model"] == name]
@@ -177,6 +178,7 @@ def _pair_verdicts(runs: list[dict], seeds: list[int], planted: tuple[str, ...])
 
 
 def _print_verdicts(pairs: list[dict], names: list[str], several: bool) -> None:
+    """The per-pair verdicts of :func:`verdicts`, one line each, after a count."""
     forms = "; ".join(f"{n}: {', '.join(t)}" for n, t in CANNOT_FORM.items() if n in names)
     print(f"\nOn the terms each single expert has no explicit mechanism for ({forms}; a "
           f"heuristic, see CANNOT_FORM), AdaEnsemble's{' mean' if several else ''} coefficient is "
