@@ -104,6 +104,17 @@ def measure_training(model: AdaEnsemble, ids, labels, k: int, repeats: int) -> d
             "dispatch_share": acc[0] / sum(times)}
 
 
+def _ks(text: str) -> list[int]:
+    """--ks: distinct k values in 1..5, comma-separated."""
+    try:
+        ks = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if len(set(ks)) != len(ks) or not all(1 <= k <= 5 for k in ks):
+        raise argparse.ArgumentTypeError(f"expected distinct values in 1..5, got {text!r}")
+    return ks
+
+
 def main(argv: list[str]) -> int:
     class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
         pass
@@ -114,7 +125,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed training steps per setting (median)")
     p.add_argument("--infer-repeats", type=int, default=10,
                    help="rounds of timed inference, one batch of every setting per round (median)")
-    p.add_argument("--ks", default="1,2,3,4,5", help="comma-separated k values")
+    p.add_argument("--ks", default="1,2,3,4,5", type=_ks,
+                   help="comma-separated k values in 1..5; the largest is the base of the ratios")
     args = p.parse_args(argv)
     F, D, L, B = 39, 16, 4, args.batch
     vocab = [1000] * F
@@ -125,10 +137,12 @@ def main(argv: list[str]) -> int:
           f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT')}, "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, {runtime.describe()}")
-    head = (f"{'k':>2} {'controller':>10} {'infer ex/s':>11} {'FLOPs':>7} {'train ex/s':>11} "
-            f"{'FLOPs':>7} {'t/t(k=5)':>9} {'F/F(k=5)':>9} {'ratio':>6} {'disp+comb':>10}")
+    ks = args.ks
+    tt, ff = f"t/t{max(ks)}", f"F/F{max(ks)}"
+    head = (f"{'k':>2} {'controller':>10} | {'infer ex/s':>10} {'FLOPs':>6} {tt:>5} {ff:>5} "
+            f"{'ratio':>6} | {'train ex/s':>10} {'FLOPs':>6} {tt:>5} {ff:>5} {'ratio':>6} "
+            f"{'disp+comb':>9}")
     print(head + "\n" + "-" * len(head))
-    ks = [int(v) for v in args.ks.split(",")]
 
     settings = [(controller, k) for controller in (True, False) for k in ks]
     models = {}
@@ -145,13 +159,19 @@ def main(argv: list[str]) -> int:
             rows.append((k, controller, r))
     base = {c: next(r for k, cc, r in rows if cc == c and k == max(kk for kk, _, _ in rows)) for c in (True, False)}
     for k, controller, r in rows:
-        b = base[controller]
-        t_ratio, f_ratio = b['infer'] / r['infer'], r['flops_infer'] / b['flops_infer']
-        print(f"{k:>2} {('yes' if controller else 'no'):>10} {r['infer']:>11,.0f} {r['flops_infer'] / 1e6:>6.2f}M "
-              f"{r['train']:>11,.0f} {r['flops_train'] / 1e6:>6.2f}M "
-              f"{t_ratio:>9.2f} {f_ratio:>9.2f} {t_ratio / f_ratio:>5.2f}{'*' if t_ratio / f_ratio > 1.25 else ' '}"
-              f"{100 * r['dispatch_share']:>9.1f}%")
-    print("\nt/t(k=5): inference time relative to k = 5 (same controller setting); F/F: the FLOPs ratio;")
-    print("ratio: (t/t) / (F/F), * where time does not track FLOPs within 25%.")
+        cells = []
+        for mode in ("infer", "train"):
+            t_ratio = base[controller][mode] / r[mode]                  # time relative to k = max
+            f_ratio = r[f"flops_{mode}"] / base[controller][f"flops_{mode}"]
+            flag = "*" if t_ratio / f_ratio > 1.25 else " "
+            cells.append(f"{r[mode]:>10,.0f} {r[f'flops_{mode}'] / 1e6:>5.2f}M {t_ratio:>5.2f} "
+                         f"{f_ratio:>5.2f} {t_ratio / f_ratio:>5.2f}{flag}")
+        print(f"{k:>2} {('yes' if controller else 'no'):>10} | {cells[0]} | {cells[1]} "
+              f"{100 * r['dispatch_share']:>8.1f}%")
+    print(f"\n{tt}: time per batch relative to k = {max(ks)} (same controller setting); {ff}: the same")
+    print(f"for the mean FLOPs per example (forward, along each example's route); ratio: ({tt}) / ({ff}),")
+    print("* where time does not track FLOPs within 25%. Inference uses the hard exit (Algorithm 1)")
+    print("with the controller and all L layers without; a training step uses the controller's")
+    print("training form (every example through all L layers) plus backward and the Adam step.")
     print("disp+comb: share of a training step spent in dispatch and combine (forward + backward).")
     return 0
