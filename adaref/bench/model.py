@@ -6,8 +6,8 @@ without the controller) and training steps (forward in the training form, log-lo
 regularisers, backward, an Adam step) in examples/s for k = 1..5 with and without the
 controller, beside the FLOPs ratio, and the share of a training step spent in dispatch
 and combine (the combine includes the layer's residual sum, which it starts from).
-Each throughput is a median over timed repeats; inference is timed in rounds that visit
-every setting in turn, so the ratios compare batches run under the same conditions. The
+Each throughput is a median over timed rounds that visit every setting in turn (inference
+and training separately), so the ratios compare batches run under the same conditions. The
 kernels' Numba vs NumPy-twin comparison is ``python -m adaref.bench experts``.
 
 Sparsity pays if time ratios track FLOPs ratios (the target is within 25%).
@@ -78,30 +78,38 @@ def measure_inference(models: dict, ids, rounds: int) -> dict:
     return {s: (len(ids) / float(np.median(times[s])), flops[s]) for s in models}
 
 
-def measure_training(model: AdaEnsemble, ids, labels, k: int, repeats: int) -> dict:
-    """Examples/s of a training step (median over ``repeats`` after one untimed step), its
-    mean FLOPs per example and the share of the step spent in dispatch and combine."""
-    rng = np.random.default_rng(0)
-    opt = Adam(model.named_parameters(), lr=1e-3)
-    model.train()
-    acc = [0.0]
+def measure_training(models: dict, ids, labels, rounds: int) -> dict:
+    """{setting: {train: examples/s, flops_train: mean FLOPs per example, dispatch_share}}
+    of a training step (forward in the training form, loss, backward, an Adam step) for
+    {setting: (model, k)}: one untimed step per setting, then ``rounds`` rounds that each
+    time one step of every setting in turn (as :func:`measure_inference`); the median of
+    each setting's times, and the share of its timed steps spent in dispatch and combine."""
+    steps, out = {}, {}
+    for s, (model, k) in models.items():
+        rng = np.random.default_rng(0)
+        opt = Adam(model.named_parameters(), lr=1e-3)
+        model.train()
 
-    def step():
-        model.zero_grad()
-        o = model(ids, k=k, rng=rng)
-        _loss(o, labels).backward()
-        opt.step()
-        return o
+        def step(model=model, k=k, rng=rng, opt=opt):
+            model.zero_grad()
+            o = model(ids, k=k, rng=rng)
+            _loss(o, labels).backward()
+            opt.step()
+            return o
 
-    step()
-    times = []
-    with _timed_dispatch(acc):
-        for _ in range(repeats):
-            t = time.perf_counter()
-            out = step()
-            times.append(time.perf_counter() - t)
-    return {"train": len(ids) / float(np.median(times)), "flops_train": out.flops.mean(),
-            "dispatch_share": acc[0] / sum(times)}
+        steps[s] = step
+        out[s] = step()                                        # untimed: JIT, caches, Adam state
+    times, shares = {s: [] for s in models}, {s: 0.0 for s in models}
+    for _ in range(rounds):
+        for s, step in steps.items():
+            acc = [0.0]
+            with _timed_dispatch(acc):
+                t = time.perf_counter()
+                out[s] = step()
+                times[s].append(time.perf_counter() - t)
+            shares[s] += acc[0]
+    return {s: {"train": len(ids) / float(np.median(times[s])), "flops_train": out[s].flops.mean(),
+                "dispatch_share": shares[s] / sum(times[s])} for s in models}
 
 
 def _ks(text: str) -> list[int]:
@@ -122,7 +130,8 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m adaref.bench model", description=__doc__,
                                 formatter_class=Formatter)
     p.add_argument("--batch", type=int, default=4096, help="examples per batch")
-    p.add_argument("--repeats", type=int, default=3, help="timed training steps per setting (median)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="rounds of timed training steps, one step of every setting per round (median)")
     p.add_argument("--infer-repeats", type=int, default=10,
                    help="rounds of timed inference, one batch of every setting per round (median)")
     p.add_argument("--ks", default="1,2,3,4,5", type=_ks,
@@ -152,11 +161,12 @@ def main(argv: list[str]) -> int:
     with warnings.catch_warnings():       # k = 1 with combine="gates" warns by design
         warnings.filterwarnings("ignore", message="gate combine='gates' with k = 1")
         infer = measure_inference(models, ids, args.infer_repeats)
-        rows = []
-        for controller, k in settings:
-            r = measure_training(models[controller, k][0], ids, labels, k, args.repeats)
-            r["infer"], r["flops_infer"] = infer[controller, k]
-            rows.append((k, controller, r))
+        train = measure_training(models, ids, labels, args.repeats)
+    rows = []
+    for controller, k in settings:
+        r = train[controller, k]
+        r["infer"], r["flops_infer"] = infer[controller, k]
+        rows.append((k, controller, r))
     base = {c: next(r for k, cc, r in rows if cc == c and k == max(kk for kk, _, _ in rows)) for c in (True, False)}
     for k, controller, r in rows:
         cells = []
