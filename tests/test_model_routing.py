@@ -202,6 +202,27 @@ def test_gate_outputs_follow_eqs_8_to_11():
     np.testing.assert_array_equal(out.weights.data, out.gates.data)
 
 
+def test_gate_cosine_is_exact_for_small_hidden_states():
+    """Eq. 8 is the exact cosine: normalising by sqrt(max(||h||^2, 1e-12)) (TF's
+    l2_normalize) keeps it exact down to ||h|| = 1e-6, where adding 1e-12 to ||h||^2
+    would shrink the scores by up to 1/sqrt(2) (paper-decisions row 8 of the gate)."""
+    from adaref.model.gate import l2_normalize
+    rng = np.random.default_rng(3)
+    for norm in (1.0, 1e-3, 1.1e-6):
+        h = rng.standard_normal((5, 4))
+        h *= norm / np.linalg.norm(h, axis=1, keepdims=True)
+        np.testing.assert_allclose(l2_normalize(Tensor(h)).data, h / norm, rtol=1e-14, atol=0)
+    gate = _gate().eval()
+    gate.load_state_dict({**gate.state_dict(), "project.weight": gate.project.weight.data * 1e-6,
+                          "project.bias": gate.project.bias.data * 0 + 1e-6})
+    x = Tensor(np.random.default_rng(1).normal(size=(7, 2, 3)))
+    h = gate.project(gate._act(gate.reduce(x.reshape(7, 6)))).data           # (B, d), ||h|| ~ 1e-6
+    e = gate.embeddings.data
+    exact = (h / np.linalg.norm(h, axis=1, keepdims=True)) @ (e / np.linalg.norm(e, axis=1, keepdims=True)).T
+    assert np.linalg.norm(h, axis=1).min() > 1e-6
+    np.testing.assert_allclose(gate.logits(x).data, exact, rtol=0, atol=1e-12)   # tau = 1
+
+
 def test_gate_combine_modes():
     x = Tensor(np.random.default_rng(1).normal(size=(5, 2, 3)))
     switch = _gate("switch").eval()(x, k=2)

@@ -210,7 +210,8 @@ class AdaEnsemble(Module):
         reaches the layer's gate, residual and norm, its selected experts and the
         weighted combine (2 F*D per selected expert), then the estimator(s) it uses: one
         at its exit (hard/full) or all L plus the mixture (2L) in the soft and
-        straight-through forms. The embedding lookup and the dispatch copies count 0."""
+        straight-through forms. The embedding lookup, the dispatch copies and the
+        regularisers (training objectives: eqs. 13-16, the z-loss) count 0."""
         flops = np.zeros(batch, dtype=np.int64)
         fd = self.layers[0].gate.in_features
         if self.config.controller.enabled:

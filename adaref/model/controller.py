@@ -59,4 +59,4 @@ class DepthController(Module):
         """Per example: the depth gate's scores, its softmax (5L - 1) and the top-1 choice
         (L - 1 comparisons)."""
         n = self.gate.num_choices
-        return self.gate.logit_flops() + (5 * n - 1) + (n - 1)
+        return self.gate.logit_flops() + (5 * n - 1) + self.gate.topk_flops(n, 1)

@@ -20,7 +20,9 @@ Decisions (each a :class:`~adaref.model.config.GateConfig` field):
   the ``rng`` passed to ``forward``; off in evaluation and in every gradient check.
 * ``reduction``, ``hidden``, ``activation``: FFN = Linear(F*D -> F*D // r), activation,
   Linear(-> d), both with bias (the SE-style reduction the paper cites [10]).
-* L2 normalisation: v / sqrt(||v||^2 + 1e-12) (smooth at 0; 1e-12 as TF's l2_normalize).
+* L2 normalisation: v / sqrt(max(||v||^2, 1e-12)), TensorFlow's ``l2_normalize`` (what
+  the authors' code calls): exactly eq. 8's cosine whenever ||v|| > 1e-6, and 0 for
+  v = 0 instead of a division by zero (h = 0 happens when every FFN unit is dead).
 * ``temperature`` (row 11): ``log`` learns log tau, so tau = exp(log tau) > 0;
   ``raw`` learns tau itself (the authors' code), unconstrained.
 * TopK ties (row 12): the lowest expert index wins (:func:`adaref.ops.topk_mask`).
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adaref import ops
+from adaref.experts.base import act_flops
 from adaref.model.config import GateConfig
 from adaref.nn import Linear, Module, Parameter, activation
 from adaref.nn.init import glorot_uniform
@@ -65,8 +68,13 @@ class GateOutput:
 
 
 def l2_normalize(x: Tensor, axis: int = -1) -> Tensor:
-    """x / sqrt(sum x^2 + 1e-12) along ``axis``."""
-    return x / ops.sqrt(ops.sum(x * x, axis=axis, keepdims=True) + L2_EPS)
+    """x / sqrt(max(sum x^2, 1e-12)) along ``axis`` (TensorFlow's ``l2_normalize``).
+
+    >>> v = Tensor(np.array([[3e-6, 4e-6], [3e-7, 4e-7], [0.0, 0.0]]))  # norms 5e-6, 5e-7, 0
+    >>> np.round(l2_normalize(v).data, 12).tolist()    # below norm 1e-6: v / 1e-6
+    [[0.6, 0.8], [0.3, 0.4], [0.0, 0.0]]
+    """
+    return x / ops.sqrt(ops.clip(ops.sum(x * x, axis=axis, keepdims=True), lo=L2_EPS))
 
 
 class NoisyCosineGate(Module):
@@ -108,23 +116,33 @@ class NoisyCosineGate(Module):
 
     def logit_flops(self) -> int:
         """Forward FLOPs per example up to the scores g of eq. 9, in the convention of
-        :mod:`adaref.experts.base` (a multiply-add is 2, other arithmetic 1):
-        the two Linear layers (2 per weight, 1 per bias), the activation (1 per unit),
-        normalising h (2d for the squared norm, 2 for + eps and sqrt, d divisions), the
-        cosine scores (2dN; the choice embeddings are normalised once per batch, not per
-        example) and the temperature (N divisions).
+        :mod:`adaref.experts.base` (a multiply-add is 2, other arithmetic 1): in training
+        mode with jitter, the F*D products by the noise of eq. 7 (drawing it counts 0, as
+        the embedding lookup does); the two Linear layers (2 per weight, 1 per bias), the
+        activation (1 per unit, 0 for ``linear``), normalising h (2d for the squared
+        norm, 2 for the max with eps and the sqrt, d divisions), the cosine scores (2dN;
+        the choice embeddings are normalised once per batch, not per example) and the
+        temperature (N divisions).
         """
         fd, r, d, n = self.in_features, self.reduce.out_features, self.config.hidden, self.num_choices
-        return (2 * fd * r + r) + r + (2 * r * d + d) + (3 * d + 2) + 2 * d * n + n
+        jitter = fd if self.training and self.config.jitter > 0 else 0
+        return (jitter + (2 * fd * r + r) + act_flops(self.config.activation, r) + (2 * r * d + d)
+                + (3 * d + 2) + 2 * d * n + n)
+
+    @staticmethod
+    def topk_flops(n: int, k: int) -> int:
+        """Comparisons of a top-k over n scores as k successive maxima, each over the
+        scores not yet chosen: (n - 1) + (n - 2) + ... + (n - k)."""
+        return k * n - k * (k + 1) // 2
 
     def flops(self, k: int) -> int:
         """Forward FLOPs per example of the whole gate at top-k: :meth:`logit_flops`, the
-        full softmax p (5N - 1), the top-k selection (k successive maxima, k (N - 1)
-        comparisons), eq. 10's softmax over the masked scores (5N - 1) and, for
-        ``combine="switch"``, the N products p * mask."""
+        full softmax p (5N - 1), the top-k selection (:meth:`topk_flops`), eq. 10's
+        softmax over the masked scores (5N - 1) and, for ``combine="switch"``, the N
+        products p * mask."""
         n = self.num_choices
         extra = n if self.config.combine == "switch" else 0
-        return self.logit_flops() + (5 * n - 1) + k * (n - 1) + (5 * n - 1) + extra
+        return self.logit_flops() + (5 * n - 1) + self.topk_flops(n, k) + (5 * n - 1) + extra
 
     def temperature(self) -> Tensor:
         """tau (1,): exp(log tau) or the raw parameter."""

@@ -141,11 +141,22 @@ def _gate_count(cfg, f, d, n, rng):
 
 def test_gate_flops(rng):
     """The op-level count of the torch gate plus the top-k selection, which adaref counts
-    as k successive maxima (k (N - 1) comparisons) and the op counter does not see
-    (torch.topk is not an arithmetic op)."""
-    n, k = 5, 2
-    gate, counted = _gate_count(GateConfig(jitter=0.0, reduction=4), 6, 4, n, rng)
-    assert counted + k * (n - 1) == gate.flops(k)
+    as k successive maxima, each over the scores not yet chosen ((N - 1) + ... + (N - k)
+    comparisons), and the op counter does not see (torch.topk is not an arithmetic op)."""
+    n = 5
+    for act in ("relu", "linear"):                # a linear FFN activation costs nothing
+        for k in range(1, n + 1):
+            gate, counted = _gate_count(GateConfig(jitter=0.0, reduction=4, activation=act), 6, 4, n, rng)
+            assert counted + sum(n - 1 - i for i in range(k)) == gate.flops(k)
+
+
+def test_gate_flops_count_the_jitter_in_training_mode(rng):
+    """Eq. 7's noise multiplies each of the F*D inputs once, in training mode only."""
+    gate = NoisyCosineGate(GateConfig(jitter=0.1, reduction=4), 24, 5, rng=rng)
+    served = gate.eval().flops(2)
+    assert gate.train().flops(2) == served + 24
+    still = NoisyCosineGate(GateConfig(jitter=0.0, reduction=4), 24, 5, rng=rng)
+    assert still.train().flops(2) == still.eval().flops(2)
 
 
 def test_estimator_flops(rng):
