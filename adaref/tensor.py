@@ -9,7 +9,8 @@ first: it holds the four ideas every op relies on.
    maps the output's gradient to one gradient per input (the vector-Jacobian
    product). Both sit side by side in :mod:`adaref.ops`.
 3. :meth:`Tensor.backward` sorts the graph topologically and walks it in reverse,
-   **accumulating** gradients for tensors used more than once.
+   **accumulating** gradients for tensors used more than once (in place, into an
+   array the engine allocated itself, once a tensor's second gradient arrives).
 4. Broadcasting is undone **once, here** (:func:`unbroadcast`): an op's backward may
    return a gradient in the broadcast output shape, and the engine sums it back down to
    the input's shape. No op repeats that logic.
@@ -33,6 +34,8 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+
+from adaref import kernels
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -79,11 +82,13 @@ def no_grad() -> Iterator[None]:
 # Gradients of embedding tables: only the touched rows
 # ----------------------------------------------------------------------------
 class RowSparseGrad:
-    """Gradient of a 2-D table that is nonzero only in some rows.
+    """Gradient of an array that is nonzero only in some rows (entries of axis 0).
 
-    ``rows`` (R,) are unique sorted row indices, ``values`` (R, D) their gradients and
-    ``shape`` (V, D) the table's shape. An embedding lookup produces one; optimisers
-    update only ``rows``. ``to_dense()`` gives the ordinary (V, D) array.
+    ``rows`` (R,) are unique sorted row indices, ``values`` (R, ...) their gradients and
+    ``shape`` (V, ...) the array's shape. An embedding lookup produces one for its (V, D)
+    table, and optimisers update only ``rows``; the dispatcher's row gather produces one
+    for an intermediate (B, F, D), which the engine adds into that tensor's gradient.
+    ``to_dense()`` gives the ordinary array.
     """
 
     __slots__ = ("rows", "values", "shape")
@@ -210,6 +215,7 @@ class Tensor:
             raise ShapeError(f"backward: gradient shape {grad.shape} != tensor shape {self.shape}")
 
         grads: dict[int, np.ndarray | RowSparseGrad] = {id(self): grad}
+        owned: set[int] = set()   # intermediates whose gradient array the engine allocated
         for node in reversed(_topological_order(self)):
             g = grads.pop(id(node), None)
             if g is None:
@@ -228,7 +234,15 @@ class Tensor:
                 if not isinstance(pg, RowSparseGrad):
                     pg = unbroadcast(pg, parent.shape)
                 key = id(parent)
-                grads[key] = pg if key not in grads else _accumulate(grads[key], pg)
+                if key not in grads:
+                    grads[key] = pg           # may be shared: an op can hand one array to two inputs
+                elif parent._ctx is None:     # a leaf: a RowSparseGrad stays sparse
+                    grads[key] = _accumulate(grads[key], pg)
+                elif key in owned:
+                    _add_into(grads[key], pg)
+                else:                         # a copy of the first gradient, then in place
+                    grads[key] = _add_into(dense(grads[key]).copy(), pg)
+                    owned.add(key)
 
     # Operators and methods are thin wrappers over adaref.ops (bound at the bottom).
     def __add__(self, other): return ops.add(self, other)
@@ -304,6 +318,19 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
     return grad
+
+
+def _add_into(a: np.ndarray, b: "np.ndarray | RowSparseGrad") -> np.ndarray:
+    """a += b in place, for a dense ``a`` that nothing else references; returns a.
+    A RowSparseGrad b adds only its rows (kernel ``scatter_add_unique_rows``), so the
+    backward of a row gather never builds a full-size array of zeros."""
+    if isinstance(b, RowSparseGrad):
+        n = len(b.rows)
+        kernels.scatter_add_unique_rows(a.reshape(a.shape[0], -1), b.rows,
+                                        np.ascontiguousarray(b.values).reshape(n, -1))
+    else:
+        a += b
+    return a
 
 
 def _accumulate(a, b):

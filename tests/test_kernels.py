@@ -38,6 +38,28 @@ def test_scatter_add_rows_numba_equals_numpy_exactly(case):
     np.testing.assert_allclose(outs["numpy"], expected, rtol=1e-6, atol=1e-3)
 
 
+@given(scatter_case(), st.data())
+def test_scatter_add_unique_rows_twins_agree_exactly(case, data):
+    """out[index[i]] += values[i] for unique rows: one addition per element, so both
+    twins give out + the rows' values exactly, and untouched rows keep their bits."""
+    r, _, values = case
+    n = min(len(values), r)
+    index = np.array(data.draw(st.permutations(range(r)))[:n], dtype=np.int64)
+    values = values[:n]
+    start = data.draw(hnp.arrays(values.dtype, (r, values.shape[1]), elements=st.floats(-1e3, 1e3, width=32)))
+    outs = {}
+    for backend in kernels.BACKENDS:
+        out = start.copy()
+        with kernels.use_backend(backend):
+            kernels.scatter_add_unique_rows(out, index, values)
+        outs[backend] = out
+    np.testing.assert_array_equal(outs["numba"], outs["numpy"])
+    expected = start.copy()
+    for i, row in enumerate(index):
+        expected[row] = start[row] + values[i]
+    np.testing.assert_array_equal(outs["numpy"], expected)
+
+
 def test_embedding_backward_is_identical_on_both_backends():
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 50, size=(256, 8))
@@ -160,13 +182,14 @@ def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
         gathered, scaled = np.empty((1700, 16), np.float32), np.empty((1700, 16), np.float32)
         kernels.gather_rows(gathered, x, rows)
         kernels.gather_rows_scaled(scaled, x, rows, scale)
-        out = x.copy()
+        out, unit = x.copy(), x.copy()
         kernels.scatter_add_scaled(out, rows, scale, vals)
+        kernels.scatter_add_unique_rows(unit, rows, vals)
         pos = np.full((3001, 1), -1, np.int64)
         pos[rows, 0] = np.arange(1700)
         fused = np.empty((3001, 16), np.float32)
         kernels.combine_norm(fused, x, np.ones((3001, 1), np.float32), pos, (vals,), gain, bias, 1e-5)
-        return y, xhat, inv, gathered, scaled, out, fused
+        return y, xhat, inv, gathered, scaled, out, unit, fused
 
     before = numba.get_num_threads()
     with kernels.use_backend("numba"):

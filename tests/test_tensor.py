@@ -37,6 +37,39 @@ def test_leaf_gradients_never_alias_each_other():
     assert not np.shares_memory(a.grad, b.grad)
 
 
+def test_in_place_accumulation_never_writes_into_a_shared_gradient():
+    """Add hands one array to both its inputs; each intermediate that also gets other
+    gradients must add them into its own copy, not into that shared array."""
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    u, v = x * 2.0, x * 3.0          # intermediates
+    s = u + v                        # u and v first receive the same array g
+    y = s * 1.0 + u * 5.0 + v * 7.0 + u * 11.0 + v * 13.0   # then more, several times each
+    y.sum().backward()               # dy/dx = 2 (1 + 5 + 11) + 3 (1 + 7 + 13)
+    np.testing.assert_array_equal(x.grad, [2 * 17 + 3 * 21] * 2)
+
+
+def test_row_sparse_gradients_add_into_an_intermediate_in_place():
+    """Row gathers of an intermediate (the dispatcher's) return only their rows; the
+    engine adds them into that tensor's gradient, whatever order the parts arrive in."""
+    from adaref.model.dispatcher import dispatch
+    rng = np.random.default_rng(0)
+    w = Tensor(rng.normal(size=(6, 2, 3)), requires_grad=True)
+    x = w * 2.0                                                      # an intermediate (6, 2, 3)
+    parts = [np.array([0, 2, 5]), np.array([1, 2]), np.array([5]), np.arange(6)]
+    weights = [rng.normal(size=(len(r), 2, 3)) for r in parts]
+    y = (x * 0.5).sum()
+    for r, c in zip(parts, weights):
+        y = y + (dispatch(x, r) * c).sum()
+    y.backward()
+    expected = np.full((6, 2, 3), 0.5)
+    for r, c in zip(parts, weights):
+        expected[r] += c
+    np.testing.assert_allclose(w.grad, 2 * expected, rtol=1e-15, atol=0)
+    leaf = Tensor(rng.normal(size=(6, 2, 3)), requires_grad=True)   # a leaf gets a dense array
+    (dispatch(leaf, parts[0]) * weights[0]).sum().backward()
+    assert isinstance(leaf.grad, np.ndarray) and leaf.grad.shape == (6, 2, 3)
+
+
 def test_broadcast_gradient_is_summed_back_once_in_the_engine():
     x = Tensor(np.ones((3, 1)), requires_grad=True)
     b = Tensor(np.ones(4), requires_grad=True)

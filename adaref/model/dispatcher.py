@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from adaref import kernels
-from adaref.tensor import Function, ShapeError, Tensor, is_grad_enabled
+from adaref.tensor import Function, RowSparseGrad, ShapeError, Tensor, is_grad_enabled
 
 
 def _rows2d(a: np.ndarray) -> np.ndarray:
@@ -32,7 +32,10 @@ def _rows2d(a: np.ndarray) -> np.ndarray:
 class DispatchRows(Function):
     """y = x[rows]: x (B, F, D), rows (n,) unique int64 -> y (n, F, D).
 
-    VJP: gx = zeros (B, F, D) with gx[rows] = g (kernel ``scatter_add_rows``).
+    VJP: gx = zeros (B, F, D) with gx[rows] = g. For an intermediate x (the model's
+    feature maps) it is returned as a :class:`~adaref.tensor.RowSparseGrad` holding
+    only g, and the engine adds those rows into x's gradient: a layer's N dispatches do
+    not each build and add a (B, F, D) array. A leaf x gets the dense array.
     """
 
     name = "dispatch"
@@ -44,8 +47,10 @@ class DispatchRows(Function):
         return out.reshape((len(rows),) + x.shape[1:])
 
     def backward(self, g):
+        if self.parents[0]._ctx is not None:                                     # intermediate x
+            return (RowSparseGrad(self.rows, g, self.shape),)
         gx = np.zeros((self.shape[0], g[0].size), dtype=g.dtype)                 # (B, F*D)
-        kernels.scatter_add_rows(gx, self.rows, _rows2d(g))
+        kernels.scatter_add_unique_rows(gx, self.rows, _rows2d(g))
         return (gx.reshape(self.shape),)
 
 
