@@ -241,7 +241,9 @@ class Tensor:
                 elif key in owned:
                     _add_into(grads[key], pg)
                 else:                         # a copy of the first gradient, then in place
-                    grads[key] = _add_into(dense(grads[key]).copy(), pg)
+                    first = grads[key]
+                    grads[key] = _add_into(first.to_dense() if isinstance(first, RowSparseGrad)
+                                           else first.copy(), pg)
                     owned.add(key)
 
     # Operators and methods are thin wrappers over adaref.ops (bound at the bottom).
@@ -324,10 +326,12 @@ def _add_into(a: np.ndarray, b: "np.ndarray | RowSparseGrad") -> np.ndarray:
     """a += b in place, for a dense ``a`` that nothing else references; returns a.
     A RowSparseGrad b adds only its rows (kernel ``scatter_add_unique_rows``), so the
     backward of a row gather never builds a full-size array of zeros."""
-    if isinstance(b, RowSparseGrad):
+    if isinstance(b, RowSparseGrad) and a.flags.c_contiguous:       # rows of a are (F*D,) views
         n = len(b.rows)
         kernels.scatter_add_unique_rows(a.reshape(a.shape[0], -1), b.rows,
                                         np.ascontiguousarray(b.values).reshape(n, -1))
+    elif isinstance(b, RowSparseGrad):
+        a[b.rows] += b.values
     else:
         a += b
     return a
