@@ -115,6 +115,20 @@ def test_dispatcher_gradients(seed, backend):
                                 Holder())
 
 
+def test_dispatching_every_row_in_order_copies_nothing_under_no_grad():
+    """DenseMoE (k = N) at inference: an expert that every example chose reads X itself;
+    with a graph the gather node stays (it fixes the order gradients add up in)."""
+    from adaref.model.dispatcher import dispatch
+    x = Tensor(np.random.default_rng(0).normal(size=(4, 2, 3)), requires_grad=True)
+    with adaref.no_grad():
+        assert dispatch(x, np.arange(4)) is x
+        assert dispatch(x, np.array([1, 0, 2, 3])) is not x                    # not in order
+        np.testing.assert_array_equal(dispatch(x, np.array([1, 0, 2, 3])).data, x.data[[1, 0, 2, 3]])
+    y = dispatch(x, np.arange(4))
+    assert y is not x and y.requires_grad
+    np.testing.assert_array_equal(y.data, x.data)
+
+
 def test_numba_and_numpy_dispatch_agree():
     rng, experts, x, x0 = _setup(3, 64, 4, 3, 5)
     mask = ops.topk_mask(rng.normal(size=(64, 5)), 3)

@@ -96,8 +96,15 @@ class Combine(Function):
 
 
 def dispatch(x: Tensor, rows: np.ndarray) -> Tensor:
-    """The examples ``rows`` of x (B, F, D): (n, F, D)."""
-    return DispatchRows.apply(x, rows=np.asarray(rows, dtype=np.int64))
+    """The examples ``rows`` of x (B, F, D): (n, F, D). Under :func:`adaref.no_grad`,
+    all of them in order (an expert every example chose, as in DenseMoE) is x itself,
+    not a copy. (With a graph the copy stays: skipping its node would change the order
+    in which x's gradients add up, and so their last bits.)"""
+    rows = np.asarray(rows, dtype=np.int64)
+    if (not is_grad_enabled() and len(rows) == x.shape[0]
+            and np.array_equal(rows, np.arange(len(rows)))):
+        return x
+    return DispatchRows.apply(x, rows=rows)
 
 
 def combine(weights: Tensor, outputs: Sequence[Tensor], rows: Sequence[np.ndarray],
