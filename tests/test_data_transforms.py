@@ -104,10 +104,10 @@ def test_rare_threshold_counts_training_split_only(tmp_path):
 
 
 def test_quantile_numeric_and_avazu_hour_options(tmp_path):
-    # iPinYou paper preset: prices in equal-frequency bins, missing-id 1, bins from id 2
+    # iPinYou paper preset with the prices kept: equal-frequency bins, missing-id 1, bins from id 2
     from adaref.data.samples import sample_paths
     ds = load("ipinyou", input=sample_paths("ipinyou"), out=str(tmp_path / "i"),
-              overrides={"transform.rare_threshold": 2, "transform.n_bins": 4})
+              overrides={"transform.rare_threshold": 2, "transform.n_bins": 4, "transform.drop_fields": []})
     j = ds.field_names.index("PayingPrice")
     ids = np.asarray(ds.ids[:, j])
     train = ids[ds.splits["train"]]
@@ -118,6 +118,18 @@ def test_quantile_numeric_and_avazu_hour_options(tmp_path):
     a = load("avazu", sample=True, out=str(tmp_path / "a"), overrides={"transform.avazu_hour": "hour_of_day"})
     assert a.field_names[0] == "hour_of_day" and len(a.field_names) == 22
     assert json.load(open(f"{a.path}/vocab.json"))["fields"][0]["values"] == ["0"]
+
+
+@pytest.mark.parametrize("preset", ["paper", "upstream"])
+def test_ipinyou_prices_are_not_features_by_default(tmp_path, preset):
+    """The clearing price is known only after the auction and [38] uses neither price:
+    both presets leave them out (F = 14); drop_fields=[] keeps all 16 columns."""
+    ds = load("ipinyou", sample=True, out=str(tmp_path / "d"), preset=preset)
+    assert len(ds.field_names) == 14
+    assert not {"BiddingPrice", "PayingPrice", "BidID", "IsClick"} & set(ds.field_names)
+    kept = load("ipinyou", sample=True, out=str(tmp_path / "k"), preset=preset,
+                overrides={"transform.drop_fields": []})
+    assert len(kept.field_names) == 16 and {"BiddingPrice", "PayingPrice"} <= set(kept.field_names)
 
 
 def test_drop_fields_must_name_a_field(tmp_path):

@@ -21,8 +21,9 @@ examples:
   python -m adaref.data prepare --sample ipinyou --set split.kind=by_file
 
 presets (see adaref/data/config.py):
-  paper     Criteo numerics floor(ln(v)^2) for v > 2 (missing: own id); iPinYou prices in
-            equal-frequency bins; levels kept if train count >= 20 (>= 2 on --sample);
+  paper     Criteo numerics floor(ln(v)^2) for v > 2 (missing: own id); iPinYou prices not
+            features (both presets; kept: equal-frequency bins, --set transform.drop_fields=[]);
+            levels kept if train count >= 20 (>= 2 on --sample);
             id 0 = learned OOV row; random 70/10/20 split from --seed.
   upstream  the authors' code: floor(ln(v^2+1)), missing read as 0, I13 dropped (F = 38);
             levels kept if train count > 20 (> 1 on --sample); id 0 embeds to zero;

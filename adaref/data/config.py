@@ -17,11 +17,13 @@ option                 ``paper``                   ``upstream`` (authors' code)
 =====================  ==========================  ==============================
 numeric_transform      Criteo ``winners_log``,     Criteo ``authors_log``,
                        iPinYou ``quantile``        iPinYou ``categorical``
+                       (iPinYou prices, if kept)   (iPinYou prices, if kept)
 numeric_missing        ``own_id``                  ``as_zero``
 rare_rule              ``keep_ge`` (count >= 20)   ``keep_gt`` (count > 20)
 rare_numeric           yes                         no (every numeric level kept)
 oov_embedding          ``learned``                 ``zero``
-drop_fields            none                        Criteo ``I13`` (F = 38)
+drop_fields            iPinYou prices (F = 14)     Criteo ``I13`` (F = 38),
+                                                   iPinYou prices (F = 14)
 split kind             ``random`` 70/10/20         ``interleaved`` 80/0/20
 =====================  ==========================  ==============================
 
@@ -41,11 +43,19 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "OptionsError", "ReadOptions", "TransformOptions", "SplitOptions", "DataOptions",
-    "PRESETS", "DATASETS", "SAMPLE_RARE_THRESHOLD", "preset_options",
+    "PRESETS", "DATASETS", "IPINYOU_PRICES", "SAMPLE_RARE_THRESHOLD", "preset_options",
 ]
 
 PRESETS = ("paper", "upstream")
 DATASETS = ("criteo", "avazu", "ipinyou")
+
+#: iPinYou columns both presets leave out of the features. ``PayingPrice`` is the
+#: auction's clearing price, known only once the impression is won, so not when a click
+#: is predicted; [38]'s processing (``make-ipinyou-data``) writes it out as the bidding
+#: target, never as a feature. ``BiddingPrice`` is the logging bidder's own bid, which
+#: that bidder computed from its CTR estimate; [38] does not use it either. Keep them
+#: (as numeric fields, ``numeric_transform``) with ``transform.drop_fields=[]``.
+IPINYOU_PRICES = ("BiddingPrice", "PayingPrice")
 
 #: Rare-category threshold used for the bundled ~10k-row samples (instead of 20).
 #: §4.1.1's 20 is meant for 31M training rows. On the Criteo sample (7,126 training
@@ -147,7 +157,7 @@ class TransformOptions(_Options):
     8
     """
 
-    #: Numeric fields (Criteo I1..I13, iPinYou prices): ``"winners_log"`` floor(ln(v)^2)
+    #: Numeric fields (Criteo I1..I13, iPinYou prices if kept): ``"winners_log"`` floor(ln(v)^2)
     #: for v > 2 else v (Criteo winners, row 1 ``paper``); ``"authors_log"``
     #: floor(ln(v^2 + 1)) (row 1 ``upstream``); ``"quantile"`` equal-frequency bins
     #: fitted on the training split (§3.1, row 2); ``"categorical"`` the raw integer
@@ -173,7 +183,8 @@ class TransformOptions(_Options):
     #: How the embedding layer must treat id 0: ``"learned"`` (one learned OOV row per
     #: field, ``paper``) or ``"zero"`` (embeds to the zero vector, ``upstream``).
     oov_embedding: str = "learned"
-    #: Field names left out of the encoded data (``upstream`` Criteo drops ``I13``).
+    #: Field names left out of the encoded data (``upstream`` Criteo drops ``I13``; both
+    #: presets drop the iPinYou prices, :data:`IPINYOU_PRICES`).
     drop_fields: tuple[str, ...] = ()
     #: Avazu ``hour`` (YYMMDDHH): ``"drop"`` -- validated, not a feature (21 fields as
     #: in §4.1.1); ``"hour_of_day"`` -- the HH part as a categorical field; ``"raw"``
@@ -282,14 +293,15 @@ def preset_options(preset: str, dataset: str) -> DataOptions:
     """
     _check_choice("preset_options", "preset", preset, PRESETS)
     _check_choice("preset_options", "dataset", dataset, DATASETS)
+    prices = IPINYOU_PRICES if dataset == "ipinyou" else ()
     if preset == "paper":
         numeric = {"criteo": "winners_log", "avazu": "winners_log", "ipinyou": "quantile"}[dataset]
-        return DataOptions(transform=TransformOptions(numeric_transform=numeric))
+        return DataOptions(transform=TransformOptions(numeric_transform=numeric, drop_fields=prices))
     numeric = {"criteo": "authors_log", "avazu": "authors_log", "ipinyou": "categorical"}[dataset]
     return DataOptions(
         transform=TransformOptions(
             numeric_transform=numeric, numeric_missing="as_zero", rare_rule="keep_gt", rare_numeric=False,
-            oov_embedding="zero", drop_fields=("I13",) if dataset == "criteo" else (),
+            oov_embedding="zero", drop_fields=("I13",) if dataset == "criteo" else prices,
         ),
         split=SplitOptions(kind="interleaved", fractions=(0.8, 0.0, 0.2)),
     )

@@ -7,7 +7,7 @@ in the directory named by the environment variable ``ADAREF_DATA_SAMPLES``.
 iPinYou comes as two files, one day each (train = 2013-10-19, test = 2013-10-20).
 :func:`sample_paths` gives both, in that order, and ``--sample ipinyou`` reads them as
 one data stream (train rows first) that the preset's split then divides (``paper``:
-random 70/10/20; ``upstream``: first 80 %). ``split.kind="by_file"`` instead keeps the
+random 70/10/20; ``upstream``: interleaved, lines 0-800 of every 1,000 train). ``split.kind="by_file"`` instead keeps the
 days apart: train file -> train, test file -> test. ``sample_path("ipinyou")`` is the
 train file; ``sample_path("ipinyou", "test")`` the test file.
 

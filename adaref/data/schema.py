@@ -17,14 +17,16 @@ Decisions recorded here:
 * **Avazu** (Kaggle ``train``): header of 24 columns. ``id`` is not a feature;
   ``hour`` is not a feature by default (F = 21, the count §4.1.1 states), see
   ``avazu_hour``. The 8-hex-digit columns are checked as hex, the others as integers.
-* **iPinYou** (the 18-column sample form): the 16 feature fields are every column but
-  ``BidID`` (an impression id) and ``IsClick`` (the label). [38]'s processing derives
-  weekday, hour, OS and browser from the raw log's timestamp and user agent and uses
-  the slot floor price; this form has none of those columns, so its 16 remaining
-  columns are the 16 fields. ``UserTag`` (a comma-separated tag list) is one
-  categorical level: the sorted, de-duplicated tag set. ``BiddingPrice`` and
-  ``PayingPrice`` are the numeric fields (equal-frequency bins under ``paper``).
-  ``null`` in Domain, URL and UserTag means missing.
+* **iPinYou** (the 18-column sample form): every column but ``BidID`` (an impression
+  id) and ``IsClick`` (the label) is a field here, 16 in all; both presets then drop
+  the two prices (:data:`adaref.data.config.IPINYOU_PRICES`: the clearing price is
+  known only after the auction, and [38] uses neither as a feature), leaving F = 14.
+  [38]'s processing also derives weekday, hour, OS and browser from the raw log's
+  timestamp and user agent and uses the slot floor price; this form has none of those
+  columns. ``UserTag`` (a comma-separated tag list) is one categorical level: the
+  sorted, de-duplicated tag set. ``BiddingPrice`` and ``PayingPrice``, when kept, are
+  the numeric fields (equal-frequency bins under ``paper``). ``null`` in Domain, URL
+  and UserTag means missing.
 
 >>> s = SCHEMAS["criteo"]
 >>> len(s.columns), s.delimiter, s.header
