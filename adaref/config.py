@@ -20,12 +20,13 @@ adaref.config.ConfigError: GateConfig: unknown key 'hiden' (known: hidden, jitte
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any
 
 
 class ConfigError(ValueError):
-    """An unknown key or a value of the wrong type in a configuration."""
+    """An unknown key or a value of the wrong type (or a NaN/infinite float) in a configuration."""
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -47,8 +48,8 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return all(_type_ok(v, args[0]) for v in value) if args else True
     if hint is type(None):
         return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float:       # NaN and infinities are never a setting
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(hint, type):
@@ -80,7 +81,8 @@ class Config:
             if typing.get_origin(hint) is tuple and isinstance(value, list):
                 value = _tuplify(value)          # JSON has lists where the config has tuples
             if not _type_ok(value, hint):
-                raise ConfigError(f"{cls.__name__}: key {key!r} expects {_show(hint)}, got {value!r}")
+                finite = " (finite)" if _has_nonfinite(value) else ""
+                raise ConfigError(f"{cls.__name__}: key {key!r} expects {_show(hint)}{finite}, got {value!r}")
             values[key] = float(value) if hint is float else value
         return cls(**values)
 
@@ -106,6 +108,12 @@ def _unknown_keys(cls: type, data: dict, prefix: str) -> list[tuple[str, str, li
         if isinstance(hint, type) and issubclass(hint, Config) and isinstance(value, dict):
             out.extend(_unknown_keys(hint, value, f"{prefix}{key}."))
     return out
+
+
+def _has_nonfinite(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_has_nonfinite(v) for v in value)
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _tuplify(value: Any) -> Any:

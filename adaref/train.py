@@ -43,6 +43,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                        help="train on the bundled real sample of this data set (data_samples/)")
     which.add_argument("--data", metavar="PATH", help="a raw data file (needs --dataset)")
     src.add_argument("--dataset", choices=["criteo", "avazu", "ipinyou"], help="the format of --data")
+    src.add_argument("--on-bad-line", choices=["error", "skip"],
+                     help="a malformed data line stops with FILE:LINE: field ... (error, default) or is "
+                          "dropped, counted by reason and reported (skip); any data option can be set "
+                          "in --config under data.overrides, e.g. {\"read.on_bad_line\": \"skip\"}")
     run = p.add_argument_group("run")
     run.add_argument("--preset", choices=["paper", "upstream"],
                      help="paper: the paper's text (default); upstream: the authors' TensorFlow code")
@@ -70,6 +74,10 @@ def resolve_run(args: argparse.Namespace, hints: dict) -> RunConfig:
             raise ConfigError(f"--config {args.config}: {e}") from None
         if not isinstance(given, dict):
             raise ConfigError(f"--config {args.config}: expected a JSON object")
+        for section in ("data", "model", "train"):
+            if not isinstance(given.get(section, {}), dict):
+                raise ConfigError(f"--config {args.config}: {section!r} must be an object of options, "
+                                  f"got {given[section]!r}")
         preset = args.preset or given.get("data", {}).get("preset", preset)
     else:
         given = {}
@@ -86,6 +94,8 @@ def resolve_run(args: argparse.Namespace, hints: dict) -> RunConfig:
             tree[key] = getattr(args, key)
     if args.bilevel:
         tree["train"]["bilevel"] = args.bilevel
+    if args.on_bad_line:
+        tree["data"]["overrides"] = {**tree["data"].get("overrides", {}), "read.on_bad_line": args.on_bad_line}
     for dest, value in vars(args).items():
         if dest.startswith("cfg:") and value is not None:
             name = dest[4:]
@@ -113,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from adaref.data.samples import SampleNotFoundError
     from adaref.io import NpzError
     from adaref.nn import StateDictError
-    from adaref.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
+    from adaref.training.trainer import Trainer, TrainingDataError, TrainingDiverged, TrainingInterrupted
 
     parser, hints = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -127,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             if given:
                 names = ", ".join("--" + (k[4:] if k.startswith("cfg:") else k) for k in given)
                 parser.error(f"--resume takes every option from {run_dir / 'config.json'}; drop {names}")
-            run = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+            try:
+                run = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+            except (json.JSONDecodeError, ConfigError) as e:
+                raise ConfigError(f"--resume {run_dir / 'config.json'}: {e}") from None
         else:
             if not args.sample and not args.data and not args.config:
                 parser.error("give --sample NAME, --data PATH --dataset NAME, --config FILE or --resume DIR")
@@ -137,11 +150,22 @@ def main(argv: list[str] | None = None) -> int:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = Path(args.out) if args.out else Path("runs") / (
                 f"{run.data.dataset}-{run.data.preset}-s{run.seed}-{stamp}")
+            if run_dir.exists() and not run_dir.is_dir():
+                parser.error(f"--out {run_dir}: a file of that name exists; give a directory")
+            if (run_dir / "config.json").exists():
+                parser.error(f"--out {run_dir}: already holds a run (config.json); choose another "
+                             f"directory, or continue that run with --resume {run_dir}")
         if run.train.xi > 0 and run.train.bilevel == "off" and not args.quiet:
             print("adaref.train: note: --train.xi has no effect with --bilevel off", file=sys.stderr)
         d = run.data
         ds = load(d.dataset, sample=d.sample, input=None if d.sample else d.path, preset=d.preset,
                   seed=run.seed, overrides=d.overrides or None, progress=not args.quiet)
+        skipped = ds.manifest.get("rows", {}).get("skipped", {})
+        if skipped.get("total") and not args.quiet:
+            reasons = "; ".join(f"{reason}: {n} (first lines {', '.join(map(str, skipped['first_lines'].get(reason, [])))})"
+                                for reason, n in skipped["by_reason"].items())
+            print(f"adaref.train: skipped {skipped['total']} bad line(s) of "
+                  f"{ds.manifest['rows']['data_lines']}: {reasons}", file=sys.stderr)
         trainer = Trainer(run, ds, run_dir, quiet=args.quiet)
         if args.resume:
             trainer.restore(run_dir / "last.npz")
@@ -156,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OptionsError) as e:
         print(f"adaref.train: configuration error: {e}", file=sys.stderr)
         return 2
-    except (DataFormatError, SampleNotFoundError) as e:
+    except (DataFormatError, SampleNotFoundError, TrainingDataError) as e:
         print(f"adaref.train: data error: {e}", file=sys.stderr)
         return 1
     except (StateDictError, NpzError) as e:

@@ -1,6 +1,7 @@
 """Training: eq. 18, Algorithm 2 (first and second order), determinism, resume, failures, artefacts."""
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -254,3 +255,89 @@ def test_nan_gradient_stops_with_the_step(criteo, tmp_path, monkeypatch):
     monkeypatch.setattr(adaref.Tensor, "backward", poison)
     with pytest.raises(TrainingDiverged, match=r"step 1: .*estimators.0.linear.bias.*NaN"):
         trainer._w_step()
+
+
+def test_resume_refuses_a_checkpoint_of_other_data(criteo, tmp_path):
+    """The checkpoint records the data's cache key (source sha256s and data options);
+    resuming on changed data is refused, naming the file, instead of training on it."""
+    src = tmp_path / "c.txt"
+    lines = open(adaref.data.samples.sample_path("criteo")).read().splitlines()[:1200]
+    src.write_text("\n".join(lines) + "\n")
+    ds = load("criteo", input=str(src), preset="paper", seed=0, out=str(tmp_path / "d1"))
+    _train(ds, tmp_path / "run", tiny_run(max_steps=3, eval_every=3))
+    flipped = [("0" if ln[0] == "1" else "1") + ln[1:] if i < 150 else ln for i, ln in enumerate(lines)]
+    src.write_text("\n".join(flipped) + "\n")
+    changed = load("criteo", input=str(src), preset="paper", seed=0, out=str(tmp_path / "d2"))
+    assert changed.vocab_sizes == ds.vocab_sizes                     # same shapes: only the data differ
+    with pytest.raises(StateDictError, match=r"the data changed since this checkpoint.*c\.txt \(sha256"):
+        Trainer(tiny_run(max_steps=3, eval_every=3), changed, tmp_path / "run2",
+                quiet=True).restore(tmp_path / "run" / "last.npz")
+    again = Trainer(tiny_run(max_steps=3, eval_every=3), ds, tmp_path / "run3", quiet=True)
+    again.restore(tmp_path / "run" / "last.npz")                     # the same data resumes
+    assert again.state.step == 3
+
+
+def test_damaged_resume_state_is_refused_by_name(criteo, tmp_path):
+    _train(criteo, tmp_path / "a", tiny_run(max_steps=3, eval_every=3))
+    arrays, meta = adaref.io.load_npz(tmp_path / "a" / "last.npz")
+    meta["loop"]["stray"] = 1
+    adaref.io.save_npz(tmp_path / "bad.npz", arrays, meta)
+    with pytest.raises(StateDictError, match=r"bad\.npz: the resume state .* is damaged: TypeError"):
+        Trainer(tiny_run(max_steps=3, eval_every=3), criteo, tmp_path / "b", quiet=True).restore(tmp_path / "bad.npz")
+    arrays["model.embedding.weight"] = arrays["model.embedding.weight"].copy()
+    arrays["model.embedding.weight"][3, 1] = np.inf
+    del meta["loop"]["stray"]
+    adaref.io.save_npz(tmp_path / "inf.npz", arrays, meta)
+    with pytest.raises(StateDictError, match=r"tensor embedding.weight holds 1 NaN or infinite value\(s\), "
+                                             r"the first at index \(3, 1\): inf"):
+        Trainer(tiny_run(max_steps=3, eval_every=3), criteo, tmp_path / "c", quiet=True).restore(tmp_path / "inf.npz")
+
+
+@pytest.mark.parametrize("rows,message", [
+    (1, r"the train split is empty \(rows per split: train 0, val 0, test 1\)"),
+    (40, r"the (val|test) split has 0 positives among \d+ rows: AUC needs both classes"),
+])
+def test_data_too_small_to_train_is_a_clear_data_error(tmp_path, capsys, rows, message):
+    from adaref import train
+    lines = [ln for ln in open(adaref.data.samples.sample_path("criteo")).read().splitlines() if ln[0] == "0"]
+    src = tmp_path / "small.txt"
+    src.write_text("\n".join(lines[:rows]) + "\n")
+    assert train.main(["--data", str(src), "--dataset", "criteo", "--quiet", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "adaref.train: data error:" in err and "Traceback" not in err
+    assert re.search(message, err)
+
+
+def test_cli_refuses_damaged_files_and_reports_skipped_lines(criteo, tmp_path, capsys):
+    from adaref import train
+    assert train.main(["--sample", "criteo", "--quiet", "--train.xi", "nan"]) == 2
+    assert "key 'xi' expects float (finite), got nan" in capsys.readouterr().err
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"data": "criteo"}))
+    assert train.main(["--config", str(cfg), "--quiet"]) == 2
+    assert "'data' must be an object of options, got 'criteo'" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit):
+        train.main(["--sample", "criteo", "--out", str(tmp_path / "file")])
+    assert "a file of that name exists" in capsys.readouterr().err
+    run_dir = tmp_path / "run"
+    _train(criteo, run_dir, tiny_run(max_steps=3, eval_every=3))
+    with pytest.raises(SystemExit):
+        train.main(["--sample", "criteo", "--out", str(run_dir)])
+    assert f"already holds a run (config.json); choose another directory, or continue that run with --resume" \
+        in capsys.readouterr().err
+    (run_dir / "config.json").write_text("{broken")
+    assert train.main(["--resume", str(run_dir), "--quiet"]) == 2
+    assert f"--resume {run_dir / 'config.json'}: Expecting property name" in capsys.readouterr().err
+    lines = open(adaref.data.samples.sample_path("criteo")).read().splitlines()[:3000]
+    lines[9], lines[499] = "garbage", lines[499].replace("\t", ",")
+    src = tmp_path / "bad.txt"
+    src.write_text("\n".join(lines) + "\n")
+    assert train.main(["--data", str(src), "--dataset", "criteo", "--on-bad-line", "skip", "--out",
+                       str(tmp_path / "r2"), "--train.max_steps", "2", "--train.eval_every", "2",
+                       "--train.batch_size", "256", "--model.dim", "4", "--model.num_layers", "2"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"skipped 2 bad line\(s\) of 3000: wrong number of fields: 2 \(first lines \S*bad\.txt:10, "
+                     r"\S*bad\.txt:500\)", err)
+    metrics = json.loads((tmp_path / "r2" / "metrics.json").read_text())
+    assert metrics["data_lines"]["skipped"]["total"] == 2 and metrics["data_lines"]["encoded"] == 2998

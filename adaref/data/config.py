@@ -273,9 +273,17 @@ class DataOptions(_Options):
 
         >>> preset_options("paper", "criteo").with_values({"transform.rare_threshold": 2}).transform.rare_threshold
         2
+        >>> preset_options("paper", "criteo").with_values({"read": {"on_bad_line": "skip"}}).read.on_bad_line
+        'skip'
         """
         d = self.to_dict()
-        for dotted, value in values.items():
+        flat = {}
+        for dotted, value in values.items():       # {"read": {"on_bad_line": ...}} as read.on_bad_line
+            if "." not in dotted and dotted in d and isinstance(value, dict):
+                flat.update({f"{dotted}.{name}": v for name, v in value.items()})
+            else:
+                flat[dotted] = value
+        for dotted, value in flat.items():
             section, _, name = dotted.partition(".")
             if section not in d or not name:
                 raise OptionsError(f"unknown option {dotted!r}: write SECTION.NAME with SECTION one of read, transform, split")

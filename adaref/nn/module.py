@@ -29,7 +29,8 @@ class StateDictError(ValueError):
 
 
 def check_state_array(owner: str, name: str, value, like: np.ndarray | Tensor, expects: str) -> None:
-    """Refuse a saved array whose shape or dtype differs from ``like``'s, naming it.
+    """Refuse a saved array whose shape or dtype differs from ``like``'s, or that holds a
+    NaN or an infinity, naming it.
 
     Shared by :meth:`Module.load_state_dict` and the optimisers' ``load_state_dict``.
     """
@@ -38,6 +39,11 @@ def check_state_array(owner: str, name: str, value, like: np.ndarray | Tensor, e
         raise StateDictError(f"{owner}: {name} has shape {value.shape}, {expects} {like.shape}")
     if value.dtype != like.dtype:
         raise StateDictError(f"{owner}: {name} has dtype {value.dtype}, {expects} {like.dtype}")
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        bad = ~np.isfinite(value)
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise StateDictError(f"{owner}: {name} holds {int(bad.sum())} NaN or infinite value(s), "
+                             f"the first at index {first}: {value[first]}")
 
 
 def check_state_keys(owner: str, expected: Iterable[str], state: Mapping, noun: str) -> None:

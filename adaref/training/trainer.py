@@ -45,6 +45,11 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last finite values."""
 
 
+class TrainingDataError(ValueError):
+    """The data set cannot be trained or evaluated as configured (an empty split, one
+    class only, no validation split for the bi-level step)."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C: a resumable checkpoint was saved; the message says how to resume."""
 
@@ -90,12 +95,11 @@ class Trainer:
         self.ids = np.asarray(dataset.ids)
         self.labels = np.asarray(dataset.labels, dtype=np.float64)
         self.rows = {name: np.asarray(r) for name, r in dataset.splits.items()}
-        if len(self.rows["train"]) == 0:
-            raise ValueError("the training split is empty")
+        self._check_splits()
         self.has_val = len(self.rows.get("val", ())) > 0
         if t.bilevel == "on" and not self.has_val:
-            raise ValueError("bilevel optimisation needs a validation split (this data has none, "
-                             "e.g. the upstream 80/20 split); use --bilevel off")
+            raise TrainingDataError("bilevel optimisation needs a validation split (this data has none, "
+                                    "e.g. the upstream 80/20 split or too few rows); use --bilevel off")
         self.alpha_rows = self.rows.get("val", np.zeros(0, np.int64))
         if t.bilevel == "on" and t.alpha_val == "split":
             # a fixed half for alpha, the other half for evaluation and early stopping
@@ -107,6 +111,22 @@ class Trainer:
         self.total_steps = min(total, t.max_steps) if t.max_steps else total
         self.state = LoopState()
         self.permutation = np.zeros(0, dtype=np.int64)
+
+    def _check_splits(self) -> None:
+        """Refuse data that cannot be trained and scored: an empty training or test split,
+        or an evaluated split (validation, test) holding one class only (AUC is undefined)."""
+        counts = {name: len(r) for name, r in self.rows.items()}
+        summary = ", ".join(f"{name} {n}" for name, n in counts.items())
+        for name in ("train", "test"):
+            if counts.get(name, 0) == 0:
+                raise TrainingDataError(f"the {name} split is empty (rows per split: {summary}); "
+                                        f"the data set is too small for this split")
+        for name in ("val", "test"):
+            rows = self.rows.get(name, np.zeros(0, np.int64))
+            positives = int(self.labels[rows].sum())
+            if len(rows) and positives in (0, len(rows)):
+                raise TrainingDataError(f"the {name} split has {positives} positives among {len(rows)} "
+                                        f"rows: AUC needs both classes; use more data")
 
     # ---------------------------------------------------------------------------- batches
     def _next_batch(self) -> np.ndarray:
@@ -238,6 +258,9 @@ class Trainer:
         split = "val" if self.has_val else "test"
         ev = evaluate(self.model, self.ids[self.rows[split]], self.labels[self.rows[split]], step=s.step,
                       batch_size=self.run.train.eval_batch_size)
+        if not math.isfinite(ev.log_loss):           # the NaN check of evaluate's metrics
+            raise TrainingDiverged(f"step {s.step}: the {split} predictions are not finite; "
+                                   f"{self._last_good()}")
         row = {"step": s.step, "epoch": round(s.step / self.steps_per_epoch, 4), "k": ev.k,
                "train_loss": s.sums.get("loss", 0.0) / count,
                "train_log_loss": s.sums.get("log_loss", 0.0) / count,
@@ -276,7 +299,8 @@ class Trainer:
                    "best_val": best, "steps": self.state.step,
                    "epochs": round(self.state.step / self.steps_per_epoch, 4),
                    "stopped_early": self.state.stopped_early,
-                   "examples": {k: int(len(v)) for k, v in self.rows.items()}}
+                   "examples": {k: int(len(v)) for k, v in self.rows.items()},
+                   "data_lines": self.ds.manifest.get("rows")}   # read, encoded, skipped by reason
         write_json(self.dir / "metrics.json", metrics)
         from adaref.training.plots import write_plots
 
@@ -303,7 +327,7 @@ class Trainer:
             for key, value in opt.state_dict().items():
                 arrays[f"opt.{group}.{key}"] = np.asarray(value)
         arrays["loop.permutation"] = self.permutation
-        meta = {"run": self.run.to_dict(), "loop": self.state.__dict__,
+        meta = {"run": self.run.to_dict(), "loop": self.state.__dict__, "data": self._data_identity(),
                 "rng": {name: g.bit_generator.state for name, g in self.rng.items()}}
         save_npz(self.dir / "last.npz", arrays, meta)
 
@@ -315,6 +339,13 @@ class Trainer:
             where = first_difference(meta.get("run"), mine, "run") or "run (missing)"
             raise StateDictError(f"{path}: the checkpoint belongs to a run with another "
                                  f"configuration; first difference at {where}")
+        saved, mine_data = meta.get("data"), self._data_identity()
+        if saved is not None and saved.get("cache_key") != mine_data["cache_key"]:
+            changed = [f"{a['path']} (sha256 {a['sha256'][:12]}... then, {b['sha256'][:12]}... now)"
+                       for a, b in zip(saved.get("sources", []), mine_data["sources"]) if a != b]
+            raise StateDictError(f"{path}: the data changed since this checkpoint was written: "
+                                 f"{'; '.join(changed) or 'its files or data options differ'}; "
+                                 f"resuming would train on other examples")
         model_state = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
         try:
             self.model.load_state_dict(model_state)
@@ -323,7 +354,18 @@ class Trainer:
                 opt.load_state_dict({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
         except (StateDictError, ValueError) as e:
             raise StateDictError(f"{path}: {e}") from None
-        self.permutation = arrays["loop.permutation"].astype(np.int64)
-        self.state = LoopState(**meta["loop"])
-        for name, state in meta["rng"].items():
-            self.rng[name].bit_generator.state = state
+        try:
+            self.permutation = arrays["loop.permutation"].astype(np.int64)
+            self.state = LoopState(**meta["loop"])
+            for name, state in meta["rng"].items():
+                self.rng[name].bit_generator.state = state
+        except (KeyError, TypeError, ValueError) as e:
+            raise StateDictError(f"{path}: the resume state (loop counters, batch order, generator "
+                                 f"states) is damaged: {type(e).__name__}: {e}") from None
+
+    def _data_identity(self) -> dict:
+        """What makes the encoded data this data: the cache key (the source files' sha256
+        and every data option; compared on resume) and each source's path and sha256."""
+        m = self.ds.manifest
+        return {"cache_key": m.get("cache_key"),
+                "sources": [{"path": src.get("path"), "sha256": src.get("sha256")} for src in m.get("sources", [])]}
