@@ -61,6 +61,8 @@ def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
     not a zip archive, truncated, holds an object (pickled) array, or has bad metadata.
     """
     path = Path(path)
+    if path.is_dir():
+        raise NpzError(f"{path}: is a directory, not a .npz file")
     if not path.is_file():
         raise NpzError(f"{path}: no such file")
     with open(path, "rb") as fh:

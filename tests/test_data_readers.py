@@ -169,8 +169,8 @@ def test_ipinyou_wrong_field_count_and_bad_quoting_in_quoted_csv(tmp_path):
 @pytest.mark.parametrize("dataset,content,message,mode", [
     ("criteo", "", "f: empty file", "skip"),
     ("avazu", "", "f: empty file", "skip"),
-    ("avazu", criteo_line() + "\n", r"f:1: not a avazu file \(wrong header\)", "skip"),
-    ("ipinyou", AVAZU_HEADER + "\n" + avazu_line() + "\n", r"f:1: not a ipinyou file \(wrong header\)", "skip"),
+    ("avazu", criteo_line() + "\n", r"f:1: not an avazu file \(wrong header\)", "skip"),
+    ("ipinyou", AVAZU_HEADER + "\n" + avazu_line() + "\n", r"f:1: not an ipinyou file \(wrong header\)", "skip"),
     ("criteo", AVAZU_HEADER + "\n" + avazu_line() + "\n", "f:1: expected 40 tab-separated fields, got 1", "error"),
 ])
 def test_file_is_not_what_dataset_says(tmp_path, dataset, content, message, mode):
@@ -235,3 +235,9 @@ def test_skip_keeps_exactly_the_good_lines_and_strict_stops_at_the_first_bad(tmp
     else:
         with pytest.raises(DataFormatError, match=rf"c.txt:{first_bad + 1}: "):
             read_all([str(p)], "criteo", chunk_bytes=chunk)
+
+
+def test_a_directory_is_not_a_data_file(tmp_path):
+    from adaref.data import DataFormatError, load
+    with pytest.raises(DataFormatError, match="is a directory; give the data file itself"):
+        load("criteo", input=str(tmp_path), out=str(tmp_path / "out"))

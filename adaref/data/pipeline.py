@@ -121,6 +121,8 @@ def _rate(pos: float, n: int) -> float | None:
 def _fingerprint_sources(paths: list[str], schema: Schema, progress: bool, stream) -> list[dict]:
     """Pass 0: size, sha256 and data-line count of every input file."""
     for p in paths:
+        if os.path.isdir(p):
+            raise DataFormatError(f"{p}: is a directory; give the data file itself")
         if not os.path.isfile(p):
             raise DataFormatError(f"{p}: no such file")
     prog = Progress("pass 0 sha256", sum(os.path.getsize(p) for p in paths), stream=stream, enabled=progress,

@@ -198,7 +198,8 @@ class RawReader:
         got = line.rstrip(b"\r").decode("utf-8", errors="backslashreplace")
         if got != self.schema.header:
             raise DataFormatError(
-                f"{path}:1: not a {self.schema.name} file (wrong header): expected "
+                f"{path}:1: not {'an' if self.schema.name[0] in 'aeiou' else 'a'} {self.schema.name} "
+                f"file (wrong header): expected "
                 f"{self.schema.header[:60]!r}..., got {got[:60]!r}")
         return rest
 
