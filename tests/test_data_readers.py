@@ -241,3 +241,13 @@ def test_a_directory_is_not_a_data_file(tmp_path):
     from adaref.data import DataFormatError, load
     with pytest.raises(DataFormatError, match="is a directory; give the data file itself"):
         load("criteo", input=str(tmp_path), out=str(tmp_path / "out"))
+
+
+def test_a_line_one_field_short_suggests_an_unlabelled_file(tmp_path):
+    from adaref.data import DataFormatError, load
+    from adaref.data.samples import sample_path
+    line = open(sample_path("criteo")).readline()
+    (tmp_path / "test.txt").write_text(line.split("\t", 1)[1])            # the label column removed
+    with pytest.raises(DataFormatError, match=r"test\.txt:1: .*expected 40 tab-separated fields, got 39 "
+                                              r"\(one short: an unlabelled file"):
+        load("criteo", input=str(tmp_path / "test.txt"), out=str(tmp_path / "out"))

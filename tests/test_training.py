@@ -310,6 +310,11 @@ def test_data_too_small_to_train_is_a_clear_data_error(tmp_path, capsys, rows, m
 
 def test_cli_refuses_damaged_files_and_reports_skipped_lines(criteo, tmp_path, capsys):
     from adaref import train
+    for flags, message in ((["--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+                           (["--sampl", "avazu"], "unrecognized arguments: --sampl")):   # no abbreviations
+        with pytest.raises(SystemExit):
+            train.main(["--sample", "criteo", *flags])
+        assert message in capsys.readouterr().err
     assert train.main(["--sample", "criteo", "--quiet", "--train.xi", "nan"]) == 2
     assert "key 'xi' expects float (finite), got nan" in capsys.readouterr().err
     cfg = tmp_path / "c.json"

@@ -93,7 +93,7 @@ def rows_for(preset: str, ids: np.ndarray, vocab: list[int]) -> list[tuple]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adaref.bench flops", description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m adaref.bench flops", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=4096, help="examples to route (default 4096)")
     args = parser.parse_args(argv)

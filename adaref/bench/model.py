@@ -127,7 +127,7 @@ def main(argv: list[str]) -> int:
     class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
         pass
 
-    p = argparse.ArgumentParser(prog="python -m adaref.bench model", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m adaref.bench model", description=__doc__,
                                 formatter_class=Formatter)
     p.add_argument("--batch", type=int, default=4096, help="examples per batch")
     p.add_argument("--repeats", type=int, default=3,

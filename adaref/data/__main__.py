@@ -60,10 +60,10 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m adaref.data",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m adaref.data",
                                 description="Prepare CTR data sets (Criteo, Avazu, iPinYou) or write planted synthetic data.")
     sub = p.add_subparsers(dest="command", metavar="{prepare,synth}")
-    pr = sub.add_parser("prepare", help="encode a raw data set into cached int32 ids (B, F)",
+    pr = sub.add_parser("prepare", allow_abbrev=False, help="encode a raw data set into cached int32 ids (B, F)",
                         description="Read a raw Criteo/Avazu/iPinYou file (plain or .gz, LF or CRLF), encode it "
                                     "into per-field ids and print a summary.",
                         epilog=_PREPARE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true", help="no progress display")
     pr.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the summary")
 
-    sy = sub.add_parser("synth", help="write planted-interaction synthetic data",
+    sy = sub.add_parser("synth", allow_abbrev=False, help="write planted-interaction synthetic data",
                         description="Write Criteo-shaped data whose click probability is a known mix of linear, "
                                     "FM, bit-wise cross, Hadamard and attention-like terms.",
                         epilog=_SYNTH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

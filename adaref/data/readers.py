@@ -308,4 +308,7 @@ def _field_count_checks(buf: bytes, counts: np.ndarray, ncols: int, sep: str, li
         elif counts[i] < 0:
             line_bad[i] = ("malformed CSV quoting", "malformed CSV quoting")
         else:
-            line_bad[i] = ("wrong number of fields", f"expected {ncols} {sep}-separated fields, got {int(counts[i])}")
+            hint = (" (one short: an unlabelled file, such as a Kaggle test set?)"
+                    if counts[i] == ncols - 1 else "")
+            line_bad[i] = ("wrong number of fields",
+                           f"expected {ncols} {sep}-separated fields, got {int(counts[i])}{hint}")
