@@ -20,13 +20,21 @@ from scipy.stats import rankdata
 __all__ = ["auc", "log_loss"]
 
 
+def _as_floats(name: str, values) -> np.ndarray:
+    """``values`` flattened to (B,) float64; a clear error naming ``name`` when they are not numbers."""
+    try:
+        return np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be numbers ({e})") from None
+
+
 def _as_labels(labels, n_expected: int | None = None) -> np.ndarray:
-    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    y = _as_floats("labels", labels)
     if n_expected is not None and y.shape[0] != n_expected:
         raise ValueError(f"labels has {y.shape[0]} entries but the scores have {n_expected}")
     if not np.all((y == 0) | (y == 1)):
         bad = y[(y != 0) & (y != 1)][0]
-        raise ValueError(f"labels must be 0 or 1, got {bad!r}")
+        raise ValueError(f"labels must be 0 or 1, got {float(bad)}")
     return y
 
 
@@ -42,7 +50,7 @@ def auc(labels, scores) -> float:
     >>> auc([0, 1], [2.0, 1.0])
     0.0
     """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    s = _as_floats("scores", scores)
     y = _as_labels(labels, s.shape[0])
     if not np.all(np.isfinite(s)):
         raise ValueError("scores must be finite numbers (found NaN or inf)")
@@ -58,13 +66,16 @@ def auc(labels, scores) -> float:
 def log_loss(labels, probs, eps: float = 1e-7) -> float:
     """Mean binary cross-entropy, probabilities clipped to ``[eps, 1 - eps]``.
 
+    ``probs`` must lie in [0, 1]: a value outside (a logit passed by mistake) raises
+    ``ValueError`` instead of being clipped into a plausible loss.
+
     ``-mean(y log p + (1 - y) log(1 - p))`` over ``(B,)`` entries; the clipping keeps
     a confident wrong prediction finite (``-log(eps)`` at most per example).
 
     >>> round(log_loss([1], [0.0]), 4)  # clipped at 1e-7
     16.1181
     """
-    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    p = _as_floats("probs", probs)
     y = _as_labels(labels, p.shape[0])
     if p.shape[0] == 0:
         raise ValueError("log_loss of an empty set is undefined")
@@ -72,5 +83,9 @@ def log_loss(labels, probs, eps: float = 1e-7) -> float:
         raise ValueError(f"eps must be in (0, 0.5), got {eps}")
     if np.any(np.isnan(p)):
         raise ValueError("probs contain NaN")
+    outside = (p < 0) | (p > 1)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"probs must be probabilities in [0, 1], got {float(p[i])} at index {i}")
     p = np.clip(p, eps, 1.0 - eps)
     return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))

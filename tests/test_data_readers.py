@@ -107,7 +107,7 @@ BAD_CRITEO = [
      "field C1: expected 8 lowercase hex digits"),
     (criteo_line(cats=["abc"] + ["0" * 8] * 25), "field C1: expected 8 lowercase hex digits, got 'abc'",
      "field C1: expected 8 lowercase hex digits"),
-    ("\t".join(criteo_line().split("\t")[:39]), "expected 40 tab-separated fields, got 39", "wrong number of fields"),
+    ("\t".join(criteo_line().split("\t")[:39]), "expected 40 tab-separated fields, got 39 (one short: an unlabelled file, such as a Kaggle test set?)", "wrong number of fields"),
     (criteo_line() + "\t", "expected 40 tab-separated fields, got 41", "wrong number of fields"),
     ("", "empty line", "empty line"),
 ]

@@ -133,6 +133,29 @@ def resolve_options(dataset: str, preset: str, sample: bool, options: DataOption
     return options.with_values(overrides) if overrides else options
 
 
+def _check_input(input) -> None:
+    """Refuse an ``input`` of :func:`load` that is not a path or a non-empty list of paths.
+
+    >>> _check_input(5)
+    Traceback (most recent call last):
+    ...
+    TypeError: load: input must be a path or a list of paths, got 5 (int)
+    """
+    def is_path(p):
+        return isinstance(p, (str, os.PathLike))
+
+    if is_path(input):
+        return
+    if not isinstance(input, (list, tuple)):
+        raise TypeError(f"load: input must be a path or a list of paths, got {input!r} ({type(input).__name__})")
+    if not input:
+        raise OptionsError("load: input is an empty list; give at least one path")
+    bad = [p for p in input if not is_path(p)]
+    if bad:
+        raise TypeError(f"load: input must be a path or a list of paths, got {bad[0]!r} "
+                        f"({type(bad[0]).__name__}) in the list")
+
+
 def load(dataset: str, *, input=None, sample: bool = False, preset: str = "paper", out: str | None = None,
          seed: int | None = None, options: DataOptions | None = None, overrides: dict | None = None,
          on_bad_line: str | None = None, progress: bool = False, rebuild: bool = False) -> EncodedDataset:
@@ -146,6 +169,8 @@ def load(dataset: str, *, input=None, sample: bool = False, preset: str = "paper
     """
     if (input is None) == (not sample):
         raise OptionsError("load: give exactly one of input=PATH or sample=True")
+    if input is not None:
+        _check_input(input)
     paths = sample_paths(dataset) if sample else input
     opts = resolve_options(dataset, preset, sample, options, overrides, seed, on_bad_line)
     out = out if out is not None else default_out(dataset, preset, sample)

@@ -18,8 +18,10 @@ from adaref.model.estimator import Estimator
 from adaref.model.moe_layer import SparseMoELayer
 from adaref.model.regularizers import distribution_loss, load_fractions, z_loss
 from adaref.model.routing import LayerRouting, Routing
-from adaref.model.schedule import KSchedule
+from adaref.model.schedule import KSchedule, check_step, is_int
 from adaref.nn import Embedding, Module, ModuleList, StateDictError
+from adaref.nn.embedding import check_vocab_sizes
+from adaref.nn.init import check_rng
 from adaref.tensor import Tensor
 
 FORMAT = "adaref.AdaEnsemble/1"
@@ -65,6 +67,8 @@ class AdaEnsemble(Module):
     schedule at ``step``; ``form`` defaults to the controller's training form in training
     mode and to ``hard`` (Algorithm 1) in evaluation mode; without the controller it is
     always ``full`` (all L layers, the last estimator; Table 3's "w/o controller").
+    ``step`` is a non-negative integer and ``k`` an integer in [1, N] (NumPy integers
+    accepted); a float, a bool, an out-of-range value or an empty batch is refused.
 
     >>> import numpy as np
     >>> from adaref.model.config import model_config
@@ -78,8 +82,9 @@ class AdaEnsemble(Module):
     def __init__(self, config: ModelConfig, vocab_sizes: Sequence[int], *,
                  rng: np.random.Generator, dtype=np.float64):
         super().__init__()
+        check_rng(rng, "AdaEnsemble")
         self.config = config
-        self.vocab_sizes = [int(v) for v in vocab_sizes]
+        self.vocab_sizes = check_vocab_sizes(vocab_sizes, "AdaEnsemble")
         self.dtype = np.dtype(dtype)
         f, d, n_layers = len(self.vocab_sizes), config.dim, config.num_layers
         self.embedding = Embedding(self.vocab_sizes, d, rng=rng, oov=config.embedding_oov, dtype=dtype)
@@ -99,7 +104,12 @@ class AdaEnsemble(Module):
     def forward(self, ids: np.ndarray, *, step: int = 0, k: int | None = None,
                 rng: np.random.Generator | None = None, form: Form | None = None) -> ModelOutput:
         cfg = self.config
-        k = self.k_schedule(step) if k is None else k
+        ids = np.asarray(ids)
+        if ids.ndim == 2 and ids.shape[0] == 0:
+            raise ValueError(f"AdaEnsemble: the batch is empty (ids of shape {ids.shape}); "
+                             "pass at least one example")
+        step = check_step(step, "AdaEnsemble")
+        k = self.k_schedule(step) if k is None else self._check_k(k)
         form = self._form(form)
         x0 = self.embedding(ids)                                               # (B, F, D)
         gates_z: list[Tensor] = []
@@ -124,6 +134,16 @@ class AdaEnsemble(Module):
         routing = Routing(layers, exit_depth)
         return ModelOutput(prob, logit, expert_loss, depth_loss, zl, routing,
                            self._route_flops(routing, form, len(ids)), form, k)
+
+    def _check_k(self, k) -> int:
+        """k as an int; refuses a bool or non-integer k (TypeError) and one outside [1, N]."""
+        n = len(self.config.moe.experts)
+        what = f"AdaEnsemble: k must be an integer in [1, {n}] (experts per example)"
+        if not is_int(k):
+            raise TypeError(f"{what}, got {k!r} ({type(k).__name__})")
+        if not 1 <= k <= n:
+            raise ValueError(f"{what}, got {k!r}")
+        return int(k)
 
     def _form(self, form: Form | None) -> str:
         ctl = self.config.controller

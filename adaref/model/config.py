@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from adaref.config import Config, ConfigError
+from adaref.experts.base import check_activation
 
 EXPERT_NAMES = ("dense", "conv", "mhsa", "pin", "cross")
 
@@ -43,6 +44,7 @@ class GateConfig(Config):
                              ("combine", ("gates", "switch", "unweighted"))):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"GateConfig: {key} must be one of {allowed}, got {getattr(self, key)!r}")
+        check_activation("GateConfig", "activation", self.activation)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class KScheduleConfig(Config):
     kind: Literal["linear", "constant", "piecewise"] = "linear"   # how k moves from N to k (see above)
     k: int = 3                            # the final k (k_final)
     steps: int = 1000                     # linear: steps to go from N to k
-    boundaries: tuple[tuple[int, int], ...] = ()   # piecewise: ((step, k), ...), steps ascending
+    boundaries: tuple[tuple[int, int], ...] = ()   # piecewise: ((step, k), ...), steps ascending, k >= 1
 
     def __post_init__(self):
         if self.kind not in ("linear", "constant", "piecewise"):
@@ -65,10 +67,14 @@ class KScheduleConfig(Config):
         if self.k < 1 or self.steps < 0:
             raise ConfigError(f"KScheduleConfig: k must be >= 1 and steps >= 0, got k={self.k}, steps={self.steps}")
         if self.kind == "piecewise":
-            steps = [s for s, _ in self.boundaries]
-            if not self.boundaries or steps != sorted(steps) or steps[0] != 0:
+            pairs = all(isinstance(b, (tuple, list)) and len(b) == 2 for b in self.boundaries)
+            steps = [s for s, _ in self.boundaries] if pairs else []
+            if not steps or steps[0] != 0 or any(a >= b for a, b in zip(steps, steps[1:])):
                 raise ConfigError("KScheduleConfig: piecewise boundaries must be ((0, k0), (s1, k1), ...) "
-                                  f"with ascending steps, got {self.boundaries}")
+                                  f"with strictly ascending steps, got {self.boundaries}")
+            if any(k < 1 for _, k in self.boundaries):
+                raise ConfigError(f"KScheduleConfig: piecewise boundaries k values must be >= 1, "
+                                  f"got {self.boundaries}")
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,9 @@ class MoEConfig(Config):
             raise ConfigError(f"MoEConfig: experts must be distinct names from {EXPERT_NAMES}, got {self.experts}")
         if self.schedule.k > len(self.experts):
             raise ConfigError(f"MoEConfig: k = {self.schedule.k} exceeds the {len(self.experts)} experts")
+        if self.schedule.kind == "piecewise" and any(k > len(self.experts) for _, k in self.schedule.boundaries):
+            raise ConfigError(f"MoEConfig: schedule.boundaries k values must be in [1, {len(self.experts)}] "
+                              f"(the number of experts), got {self.schedule.boundaries}")
         if self.norm not in ("layernorm", "none") or self.load_fraction not in ("argmax", "topk"):
             raise ConfigError(f"MoEConfig: norm {self.norm!r} / load_fraction {self.load_fraction!r} not known")
         _check_prior("MoEConfig: expert_prior", self.expert_prior, len(self.experts))

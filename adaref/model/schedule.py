@@ -6,8 +6,33 @@ its final value, so all experts and the gate learn before routing becomes sparse
 from __future__ import annotations
 
 import math
+from numbers import Integral
+
+import numpy as np
 
 from adaref.model.config import KScheduleConfig
+
+
+def is_int(value) -> bool:
+    """True for a Python or NumPy integer, False for a bool, a float (even 3.0) or anything else."""
+    return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def check_step(step, owner: str) -> int:
+    """``step`` as an int; refuses (naming ``owner``) a bool or non-integer step (TypeError:
+    2.5, NaN, None) and a negative one (ValueError).
+
+    >>> check_step(-5, "KSchedule")
+    Traceback (most recent call last):
+    ...
+    ValueError: KSchedule: step must be a non-negative integer (the training step), got -5
+    """
+    what = f"{owner}: step must be a non-negative integer (the training step)"
+    if not is_int(step):
+        raise TypeError(f"{what}, got {step!r} ({type(step).__name__})")
+    if step < 0:
+        raise ValueError(f"{what}, got {step!r}")
+    return int(step)
 
 
 class KSchedule:
@@ -32,7 +57,7 @@ class KSchedule:
         self.config, self.num_experts = config, num_experts
 
     def __call__(self, step: int) -> int:
-        cfg = self.config
+        step, cfg = check_step(step, "KSchedule"), self.config
         if cfg.kind == "constant":
             return cfg.k
         if cfg.kind == "piecewise":

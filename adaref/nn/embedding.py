@@ -1,14 +1,44 @@
 """The embedding layer of §3.1: one D-dimensional vector per field value (eq. 1)."""
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Literal, Sequence
 
 import numpy as np
 
 from adaref import ops
-from adaref.nn.init import truncated_normal
+from adaref.nn.init import check_rng, truncated_normal
 from adaref.nn.module import Module, Parameter
 from adaref.tensor import ShapeError, Tensor
+
+
+def check_vocab_sizes(vocab_sizes: Sequence[int], owner: str) -> list[int]:
+    """``vocab_sizes`` (F,) as a list of Python ints. Refuses, naming ``owner``, a value
+    that is not a sequence or an entry that is not an integer (a float such as 2.7 or
+    3.0, a bool): TypeError; an empty list or an entry < 1: ValueError. NumPy integers
+    are accepted.
+
+    >>> check_vocab_sizes([3, np.int64(5)], "Embedding")
+    [3, 5]
+    >>> check_vocab_sizes([2.7, 3], "Embedding")
+    Traceback (most recent call last):
+    ...
+    TypeError: Embedding: vocab_sizes must be positive integers, got 2.7 (float) at index 0 of [2.7, 3]
+    """
+    if isinstance(vocab_sizes, (str, bytes)) or not isinstance(vocab_sizes, (Sequence, np.ndarray)):
+        raise TypeError(f"{owner}: vocab_sizes must be a sequence of positive integers (one per "
+                        f"field), got {vocab_sizes!r}")
+    sizes = list(vocab_sizes)
+    if not sizes:
+        raise ValueError(f"{owner}: vocab_sizes is empty; the model needs at least one field")
+    for f, v in enumerate(sizes):
+        if not isinstance(v, Integral) or isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{owner}: vocab_sizes must be positive integers, got {v!r} "
+                            f"({type(v).__name__}) at index {f} of {sizes}")
+        if v < 1:
+            raise ValueError(f"{owner}: vocab_sizes must be positive integers, got {v!r} "
+                             f"at index {f} of {sizes}")
+    return [int(v) for v in sizes]
 
 
 class Embedding(Module):
@@ -42,11 +72,9 @@ class Embedding(Module):
         super().__init__()
         if oov not in ("learned", "zero"):
             raise ValueError(f"Embedding: oov must be 'learned' or 'zero', got {oov!r}")
-        sizes = np.asarray(vocab_sizes, dtype=np.int64)
-        if sizes.ndim != 1 or len(sizes) == 0 or (sizes < 1).any():
-            raise ValueError(f"Embedding: vocab_sizes must be positive integers, got {list(vocab_sizes)}")
-        self.vocab_sizes = sizes
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)])        # (F + 1,)
+        check_rng(rng, "Embedding")
+        self.vocab_sizes = np.array(check_vocab_sizes(vocab_sizes, "Embedding"), dtype=np.int64)  # (F,)
+        self.offsets = np.concatenate([[0], np.cumsum(self.vocab_sizes)])   # (F + 1,)
         self.dim, self.oov = dim, oov
         std = 1.0 / np.sqrt(dim) if std is None else std
         table = truncated_normal(rng, (int(self.offsets[-1]), dim), std, dtype)

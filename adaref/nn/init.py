@@ -10,9 +10,24 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_rng(rng, owner: str) -> None:
+    """Refuse anything but a ``numpy.random.Generator`` as ``rng`` (None, a seed, the
+    legacy ``RandomState``), naming ``owner``: adaref draws from the caller's generator only.
+
+    >>> check_rng(None, "Linear")
+    Traceback (most recent call last):
+    ...
+    TypeError: Linear: rng must be a numpy.random.Generator (pass rng=numpy.random.default_rng(seed)), got None
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{owner}: rng must be a numpy.random.Generator "
+                        f"(pass rng=numpy.random.default_rng(seed)), got {rng!r}")
+
+
 def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int, shape: tuple[int, ...],
                    dtype=np.float64) -> np.ndarray:
     """U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
+    check_rng(rng, "glorot_uniform")
     limit = np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=shape).astype(dtype)
 
@@ -25,6 +40,7 @@ def truncated_normal(rng: np.random.Generator, shape: tuple[int, ...], std: floa
     >>> bool(np.abs(x).max() <= 0.5)
     True
     """
+    check_rng(rng, "truncated_normal")
     out = rng.standard_normal(shape)
     bad = np.abs(out) > 2
     while bad.any():
