@@ -142,3 +142,27 @@ def test_two_builds_of_the_same_directory_both_land(tmp_path):
     b.commit()
     assert (final / "manifest.json").read_text() == "b"
     assert sorted(os.listdir(tmp_path)) == ["d"]
+
+
+def test_a_damaged_cache_is_reported_with_the_way_to_rebuild_it(tmp_path, small_criteo):
+    """Opening reused arrays checks them against manifest.json: a truncated or reshaped
+    array, or labels that are not 0/1, name the file and say how to rebuild."""
+    out = str(tmp_path / "enc")
+    ds = load("criteo", input=small_criteo, out=out)
+    n, f = ds.ids.shape
+    ids_path = os.path.join(out, "ids.npy")
+    good = open(ids_path, "rb").read()
+    open(ids_path, "wb").write(good[: len(good) // 2])
+    with pytest.raises(DataFormatError, match=r"ids\.npy: the prepared data is damaged .*--rebuild"):
+        load("criteo", input=small_criteo, out=out)
+    np.save(ids_path, np.zeros((n - 1, f), np.int32))
+    with pytest.raises(DataFormatError, match=rf"do not match manifest\.json \(ids \({n - 1}, {f}\).*"
+                                              rf"the manifest says {n} rows of {f} fields"):
+        load("criteo", input=small_criteo, out=out)
+    open(ids_path, "wb").write(good)
+    labels = np.load(os.path.join(out, "labels.npy"))
+    labels[3] = np.nan
+    np.save(os.path.join(out, "labels.npy"), labels)
+    with pytest.raises(DataFormatError, match=r"labels\.npy: row 3 holds nan, not a 0/1 click"):
+        load("criteo", input=small_criteo, out=out)
+    assert load("criteo", input=small_criteo, out=out, rebuild=True).labels.shape == (n,)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cache import read_manifest
+from .readers import DataFormatError
 from .config import SAMPLE_RARE_THRESHOLD, DataOptions, OptionsError, preset_options
 from .pipeline import prepare
 from .samples import sample_paths
@@ -89,15 +90,27 @@ def open_encoded(path: str, mmap: bool = True) -> EncodedDataset:
     if manifest is None:
         raise FileNotFoundError(f"{path}: no readable manifest.json; not an encoded data set")
     mode = "r" if mmap else None
+    fix = f"delete {path} to prepare it again (or rerun python -m adaref.data prepare with --rebuild)"
 
     def arr(name):
-        return np.load(os.path.join(path, name), mmap_mode=mode, allow_pickle=False)
+        try:
+            return np.load(os.path.join(path, name), mmap_mode=mode, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise DataFormatError(f"{os.path.join(path, name)}: the prepared data is damaged "
+                                  f"({type(e).__name__}: {e}); {fix}") from None
 
     probs = arr("probs.npy") if os.path.isfile(os.path.join(path, "probs.npy")) else None
     ds = EncodedDataset(os.path.abspath(path), arr("ids.npy"), arr("labels.npy"), arr("split.npy"), manifest, probs)
-    if ds.ids.ndim != 2 or ds.ids.shape[1] != len(ds.vocab_sizes) or len(ds.labels) != len(ds.ids):
-        raise ValueError(f"{path}: arrays do not match the manifest (ids {ds.ids.shape}, "
-                         f"{len(ds.vocab_sizes)} vocab sizes, labels {ds.labels.shape})")
+    rows = manifest.get("rows", {}).get("encoded", len(ds.ids))
+    if (ds.ids.ndim != 2 or ds.ids.shape != (rows, len(ds.vocab_sizes)) or ds.labels.shape != (rows,)
+            or ds.split_codes.shape != (rows,)):
+        raise DataFormatError(f"{path}: the prepared arrays do not match manifest.json (ids {ds.ids.shape}, "
+                              f"labels {ds.labels.shape}, split {ds.split_codes.shape}; the manifest says {rows} "
+                              f"rows of {len(ds.vocab_sizes)} fields); {fix}")
+    labels = np.asarray(ds.labels)
+    if not np.isin(labels, (0, 1)).all():
+        first = int(np.flatnonzero(~np.isin(labels, (0, 1)))[0])
+        raise DataFormatError(f"{path}/labels.npy: row {first} holds {labels[first]}, not a 0/1 click; {fix}")
     return ds
 
 
