@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from adaref import Tensor
-from adaref.bench.planted import main, term_coefficients
+from adaref.bench.planted import MAX_COEF, MIN_ROWS, main, term_coefficients
 from adaref.data.synthetic import PlantedModel, SynthOptions
 
 
@@ -84,13 +84,82 @@ def test_several_seeds_add_means_and_a_verdict_per_pair_and_write_results(tmp_pa
 
 
 @pytest.mark.parametrize("argv,message", [(["--coefs", "1,2,3"], "--coefs: give 5"),
-                                          (["--attention-keys", "12"], "attention_keys"),
+                                          (["--attention-keys", "12"], "--attention-keys: must be 0"),
                                           (["--seed", "1,x"], "comma-separated integers"),
                                           (["--seed", "1,1"], "distinct")])
 def test_planted_bench_refuses_bad_generator_options(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,flag,value", [
+    (["--rows", "10"], "--rows", "'10'"),
+    (["--rows", str(MIN_ROWS - 1)], "--rows", f"'{MIN_ROWS - 1}'"),
+    (["--rows", "1e5"], "--rows", "'1e5'"),
+    (["--fields", "3"], "--fields", "'3'"),
+    (["--max-vocab", "1"], "--max-vocab", "'1'"),
+    (["--attention-keys=-1"], "--attention-keys", "'-1'"),
+    (["--attention-keys", "1"], "--attention-keys", "got 1"),
+    (["--attention-keys", "6", "--fields", "6"], "--attention-keys", "got 6"),
+    (["--attention-scale", "0"], "--attention-scale", "'0'"),
+    (["--attention-scale", "nan"], "--attention-scale", "'nan'"),
+    (["--attention-scale", "inf"], "--attention-scale", "'inf'"),
+    (["--coefs", "nan,0,0,0,0"], "--coefs", "'nan,0,0,0,0'"),
+    (["--coefs", "0,inf,0,0,0"], "--coefs", "'0,inf,0,0,0'"),
+    (["--coefs=-inf,0,0,0,0"], "--coefs", "'-inf,0,0,0,0'"),
+    (["--coefs", f"0,0,0,0,{MAX_COEF + 0.5}"], "--coefs", f"'0,0,0,0,{MAX_COEF + 0.5}'"),
+    (["--dim", "0"], "--dim", "'0'"),
+    (["--layers", "0"], "--layers", "'0'"),
+    (["--k", "0"], "--k", "'0'"),
+    (["--k", "6"], "--k", "'6'"),
+    (["--k", "9"], "--k", "'9'"),
+    (["--k-steps=-1"], "--k-steps", "'-1'"),
+    (["--lambda1", "nan"], "--lambda1", "'nan'"),
+    (["--lambda2=-0.1"], "--lambda2", "'-0.1'"),
+    (["--lr", "0"], "--lr", "'0'"),
+    (["--lr", "nan"], "--lr", "'nan'"),
+    (["--gftrl-alpha=-0.05"], "--gftrl-alpha", "'-0.05'"),
+    (["--gftrl-alpha", "inf"], "--gftrl-alpha", "'inf'"),
+    (["--epochs", "0"], "--epochs", "'0'"),
+    (["--epochs", "1e400"], "--epochs", "'1e400'"),
+    (["--epochs", "nan"], "--epochs", "'nan'"),
+    (["--batch", "0"], "--batch", "'0'"),
+    (["--eval-every", "0"], "--eval-every", "'0'"),
+    (["--patience=-1"], "--patience", "'-1'"),
+    (["--models", "pin,dense,pin"], "--models", "'pin'"),
+])
+def test_planted_bench_refuses_bad_values_naming_the_flag(argv, flag, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--out", str(tmp_path)])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2
+    assert last.startswith("python -m adaref.bench planted: error: ") and f"{flag}: " in last and value in last
+    assert list(tmp_path.iterdir()) == []            # refused before any data were generated
+
+
+@pytest.mark.parametrize("argv", [
+    # the smallest data, the extreme weights, the largest k and key count, zero steps and rates
+    ["--fields", "4", "--max-vocab", "2", "--attention-keys", "3", f"--coefs={MAX_COEF},-{MAX_COEF},0,0,0.5",
+     "--k", "5", "--k-steps", "0", "--gftrl-alpha", "0", "--patience", "0", "--bilevel", "on"],
+    # --attention-keys 0 is the generator's default, max(2, F // 6) key fields
+    ["--fields", "6", "--max-vocab", "8", "--attention-keys", "0", "--k", "1", "--coefs", "0,0,0,0,1"],
+])
+def test_planted_bench_accepts_the_boundary_values(argv, tmp_path, capsys):
+    import json
+
+    assert main(["--rows", str(MIN_ROWS), "--dim", "2", "--layers", "1", "--epochs", "0.1", "--eval-every", "1",
+                 "--batch", "256", "--models", "adaensemble,cross", "--out", str(tmp_path)] + argv) == 0
+    out = capsys.readouterr().out
+    k, fields, keys = (int(argv[argv.index(flag) + 1]) for flag in ("--k", "--fields", "--attention-keys"))
+    assert f"planted data: {MIN_ROWS:,} rows, {fields} fields" in out and f"AdaEnsemble k={k} " in out
+    (manifest,) = tmp_path.glob("data-*/manifest.json")
+    manifest = json.loads(manifest.read_text())
+    assert len(manifest["planted"]["attention_key_fields"]) == (keys or max(2, fields // 6))
+    for name in ("val", "test"):                      # both classes in the evaluated splits
+        assert 0 < manifest["splits"][name]["positives"] < manifest["splits"][name]["rows"]
+    bayes = json.loads((tmp_path / "results.json").read_text())["bayes"]
+    assert 0.5 < bayes["auc"] <= 1 and np.isfinite(bayes["log_loss"])
 
 
 def test_planted_bench_refuses_an_unknown_model_name(capsys):

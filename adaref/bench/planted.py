@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -77,6 +78,91 @@ def compare_on_unformable(coefs: dict[str, np.ndarray],
     return [(name, term, float(ada[TERMS.index(term)]), float(c[TERMS.index(term)]))
             for name, c in coefs.items() if name in CANNOT_FORM
             for term in CANNOT_FORM[name] if term in planted]
+
+
+#: Fewest rows ``--rows`` accepts: the 70/10/20 split then leaves about 100 validation
+#: and 200 test rows, so every evaluated split holds both classes (AUC is undefined
+#: otherwise; at the 25 % click rate the 50-row half of the validation split that
+#: ``--bilevel on`` evaluates on lacks positives with chance 0.75 ** 50 < 1e-6) and the
+#: test split fits the six term coefficients.
+MIN_ROWS = 1000
+#: Largest weight ``--coefs`` accepts, in absolute value. Each term is standardised, so
+#: its weight is the standard deviation of its share of the logit: at 5 the labels are
+#: already close to deterministic, and above it the generator's bias (bisected in
+#: [-20, 20]) can miss the mean click probability (measured: weights of 8 on 4 two-level
+#: fields miss it; weights near 1e3 overflow the sigmoid, near 1e39 the float32 terms).
+MAX_COEF = 5.0
+
+
+def _integer(minimum: int, maximum: int | None = None, why: str = ""):
+    """An argparse ``type``: an integer in ``minimum..maximum`` (no upper bound if
+    ``maximum`` is None); argparse puts the flag in front of the message.
+
+    >>> _integer(1, 5)("3")
+    3
+    >>> _integer(1, 5, " (the experts)")("9")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be an integer in 1..5 (the experts), got '9'
+    >>> _integer(0)("x")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be an integer >= 0, got 'x'
+    """
+    bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}{why}, got {text!r}")
+        return value
+    return parse
+
+
+def _number(minimum: float, above: bool = False, why: str = ""):
+    """An argparse ``type``: a finite float ``>= minimum`` (``> minimum`` if ``above``).
+
+    >>> _number(0.0)("0")
+    0.0
+    >>> _number(0.0, above=True)("nan")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be a finite number > 0, got 'nan'
+    """
+    bound = f"{'>' if above else '>='} {minimum:g}{why}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum or (above and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
+        return value
+    return parse
+
+
+def _coefs(text: str) -> list[float]:
+    """``--coefs``: one weight per planted term, finite and at most :data:`MAX_COEF` in
+    absolute value.
+
+    >>> _coefs("1,0,-0.5,0,2")
+    [1.0, 0.0, -0.5, 0.0, 2.0]
+    >>> _coefs("nan,0,0,0,0")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: weights must be finite and in [-5, 5] (...), got 'nan,0,0,0,0'
+    """
+    try:
+        weights = [float(c) for c in text.split(",")]
+    except ValueError:
+        weights = []
+    if len(weights) != len(TERMS):
+        raise argparse.ArgumentTypeError(f"give {len(TERMS)} comma-separated numbers ({','.join(TERMS)}), "
+                                         f"got {text!r}")
+    if not all(math.isfinite(w) and abs(w) <= MAX_COEF for w in weights):
+        raise argparse.ArgumentTypeError(f"weights must be finite and in [-{MAX_COEF:g}, {MAX_COEF:g}] (larger "
+                                         f"ones break the calibration of the click rate), got {text!r}")
+    return weights
 
 
 def _seeds(text: str) -> list[int]:
@@ -194,34 +280,41 @@ def main(argv: list[str]) -> int:
     class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
         pass
 
-    p = argparse.ArgumentParser(prog="python -m adaref.bench planted", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m adaref.bench planted", description=__doc__,
                                 formatter_class=Formatter)
-    p.add_argument("--rows", type=int, default=400_000, help="rows of planted data (70/10/20 split)")
-    p.add_argument("--fields", type=int, default=10, help="number of fields F of the generator")
-    p.add_argument("--max-vocab", type=int, default=20, help="largest field vocabulary of the generator")
-    p.add_argument("--attention-keys", type=int, default=0,
+    p.add_argument("--rows", type=_integer(MIN_ROWS, why=" (fewer can leave the validation or test split "
+                                                          "with one class, and AUC undefined)"),
+                   default=400_000, help=f"rows of planted data (70/10/20 split; at least {MIN_ROWS})")
+    p.add_argument("--fields", type=_integer(4, why=" (the generator's smallest field count)"), default=10,
+                   help="number of fields F of the generator")
+    p.add_argument("--max-vocab", type=_integer(2, why=" (a field needs 2 levels)"), default=20,
+                   help="largest field vocabulary of the generator")
+    p.add_argument("--attention-keys", type=_integer(0), default=0,
                    help="key fields K of the planted attention term (0: max(2, F // 6))")
-    p.add_argument("--attention-scale", type=float, default=1.5,
+    p.add_argument("--attention-scale", type=_number(0.0, above=True), default=1.5,
                    help="scale of the attention's query map (larger: a sharper softmax)")
-    p.add_argument("--coefs", default="0.6,0.8,0.8,0.8,0.8",
+    p.add_argument("--coefs", type=_coefs, default="0.6,0.8,0.8,0.8,0.8",
                    help="weights of the standardised planted terms: " + ",".join(TERMS))
-    p.add_argument("--dim", type=int, default=16, help="embedding size D")
-    p.add_argument("--layers", type=int, default=2, help="SparseMoE layers L")
-    p.add_argument("--k", type=int, default=2, help="AdaEnsemble's final k (annealed from 5)")
-    p.add_argument("--k-steps", type=int, default=500, help="steps over which k is annealed")
+    p.add_argument("--dim", type=_integer(1), default=16, help="embedding size D")
+    p.add_argument("--layers", type=_integer(1), default=2, help="SparseMoE layers L")
+    p.add_argument("--k", type=_integer(1, len(EXPERTS), f" (AdaEnsemble has {len(EXPERTS)} experts)"), default=2,
+                   help="AdaEnsemble's final k (annealed from 5)")
+    p.add_argument("--k-steps", type=_integer(0), default=500, help="steps over which k is annealed")
     p.add_argument("--no-controller", action="store_true", help="AdaEnsemble without the depth controller")
-    p.add_argument("--lambda1", type=float, default=0.0, help="eq. 18's weight of the expert load term")
-    p.add_argument("--lambda2", type=float, default=0.0, help="eq. 18's weight of the depth load term")
+    p.add_argument("--lambda1", type=_number(0.0), default=0.0, help="eq. 18's weight of the expert load term")
+    p.add_argument("--lambda2", type=_number(0.0), default=0.0, help="eq. 18's weight of the depth load term")
     p.add_argument("--bilevel", choices=("on", "off"), default="off",
                    help="Algorithm 2 (gates on validation batches, first order) or joint steps on "
                         "training batches, for every model")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (all but the embeddings)")
-    p.add_argument("--gftrl-alpha", type=float, default=0.05,
+    p.add_argument("--lr", type=_number(0.0, above=True), default=1e-3,
+                   help="Adam learning rate (all but the embeddings)")
+    p.add_argument("--gftrl-alpha", type=_number(0.0, why=" (0: Adam)"), default=0.05,
                    help="G-FTRL rate alpha of the embeddings (0: Adam for them too)")
-    p.add_argument("--epochs", type=float, default=20.0, help="at most this many epochs")
-    p.add_argument("--batch", type=int, default=512, help="training mini-batch")
-    p.add_argument("--eval-every", type=int, default=100, help="steps between validation evaluations")
-    p.add_argument("--patience", type=int, default=10, help="early stopping patience (evaluations)")
+    p.add_argument("--epochs", type=_number(0.0, above=True), default=20.0,
+                   help="at most this many epochs")
+    p.add_argument("--batch", type=_integer(1), default=512, help="training mini-batch")
+    p.add_argument("--eval-every", type=_integer(1), default=100, help="steps between validation evaluations")
+    p.add_argument("--patience", type=_integer(0), default=10, help="early stopping patience (evaluations)")
     p.add_argument("--seed", type=_seeds, default=[0],
                    help="initialisation and batch order (the planted data stay the same); several, "
                         "comma-separated (0,1,2), train every model once per seed and add the means")
@@ -229,16 +322,19 @@ def main(argv: list[str]) -> int:
                    help="comma-separated: adaensemble and/or single experts, in this order")
     p.add_argument("--out", default=None, help="working directory (default: a temporary one)")
     args = p.parse_args(argv)
-    unknown = [m for m in args.models.split(",") if m not in ("adaensemble",) + EXPERTS]
+    names = args.models.split(",")
+    unknown = [m for m in names if m not in ("adaensemble",) + EXPERTS]
     if unknown:
         p.error(f"--models: unknown {', '.join(map(repr, unknown))}; choose from adaensemble, "
                 + ", ".join(EXPERTS))
-    try:
-        weights = [float(c) for c in args.coefs.split(",")]
-    except ValueError:
-        weights = []
-    if len(weights) != len(TERMS):
-        p.error(f"--coefs: give {len(TERMS)} comma-separated numbers ({','.join(TERMS)}), got {args.coefs!r}")
+    twice = sorted({m for m in names if names.count(m) > 1})
+    if twice:
+        p.error(f"--models: {', '.join(map(repr, twice))} given more than once in {args.models!r}")
+    if args.attention_keys != 0 and not 2 <= args.attention_keys <= args.fields - 1:
+        p.error(f"--attention-keys: must be 0 (= max(2, F // 6)) or in 2..{args.fields - 1} (F - 1 with "
+                f"--fields {args.fields}; one key would make the softmax weight 1, no interaction), "
+                f"got {args.attention_keys}")
+    weights = args.coefs
     try:
         synth = SynthOptions(rows=args.rows, max_vocab=args.max_vocab, n_fields=args.fields,
                              attention_keys=args.attention_keys, attention_scale=args.attention_scale,
@@ -265,7 +361,7 @@ def main(argv: list[str]) -> int:
           + "".join(f"{1.0:>10.2f}" for _ in TERMS))
     planted = tuple(t for t, w in zip(TERMS, weights) if w != 0)
     results = {"options": synth.manifest_options(), "bayes": bayes, "runs": [], "pairs": []}
-    several, names = len(args.seed) > 1, args.models.split(",")
+    several = len(args.seed) > 1
     labels = {name: f"AdaEnsemble k={args.k}" + (" no ctl" if args.no_controller else "")
               if name == "adaensemble" else f"{name} only" for name in names}
     for seed in args.seed:
