@@ -62,7 +62,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     run.add_argument("--preset", choices=["paper", "upstream"],
                      help="paper: the paper's text (default); upstream: the authors' TensorFlow code")
     run.add_argument("--config", metavar="JSON", help="a run configuration file (unknown keys are errors)")
-    run.add_argument("--seed", type=_seed, help="seed of the split, initialisation, batch order and jitter (default 0)")
+    run.add_argument("--seed", type=_seed,
+                     help="seed of the split, initialisation, batch order and jitter (default 0)")
     run.add_argument("--dtype", choices=["float32", "float64"], help="floating-point type (default float32)")
     run.add_argument("--bilevel", choices=["on", "off"],
                      help="Algorithm 2 (on, paper) or joint steps on training batches (off, authors' code)")
@@ -173,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                   seed=run.seed, overrides=d.overrides or None, progress=not args.quiet)
         skipped = ds.manifest.get("rows", {}).get("skipped", {})
         if skipped.get("total") and not args.quiet:
-            reasons = "; ".join(f"{reason}: {n} (first lines {', '.join(map(str, skipped['first_lines'].get(reason, [])))})"
+            first = skipped.get("first_lines", {})
+            reasons = "; ".join(f"{reason}: {n} (first lines {', '.join(map(str, first.get(reason, [])))})"
                                 for reason, n in skipped["by_reason"].items())
             print(f"adaref.train: skipped {skipped['total']} bad line(s) of "
                   f"{ds.manifest['rows']['data_lines']}: {reasons}", file=sys.stderr)

@@ -79,7 +79,8 @@ def _run_one(rows: int, workdir: str, max_vocab: int) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m adaref.bench data", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m adaref.bench data", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--rows", default="1000000,4000000", help="comma-separated sizes (default 1000000,4000000)")
     p.add_argument("--max-vocab", type=int, default=20_000, help="largest synthetic vocabulary (default 20000)")
     p.add_argument("--workdir", help="where to write the files (default: a temporary directory)")

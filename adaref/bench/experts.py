@@ -153,7 +153,8 @@ def kernel_cases(b: int, f: int, d: int, dtype) -> list[tuple[str, str, Callable
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m adaref.bench experts", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m adaref.bench experts", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--batch", "-B", type=int, default=4096)
     parser.add_argument("--fields", "-F", type=int, default=39)
     parser.add_argument("--dim", "-D", type=int, default=16)

@@ -167,7 +167,7 @@ def main(argv: list[str]) -> int:
         r = train[controller, k]
         r["infer"], r["flops_infer"] = infer[controller, k]
         rows.append((k, controller, r))
-    base = {c: next(r for k, cc, r in rows if cc == c and k == max(kk for kk, _, _ in rows)) for c in (True, False)}
+    base = {c: next(r for k, cc, r in rows if cc == c and k == max(ks)) for c in (True, False)}
     for k, controller, r in rows:
         cells = []
         for mode in ("infer", "train"):

@@ -280,7 +280,7 @@ def main(argv: list[str]) -> int:
     class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
         pass
 
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m adaref.bench planted", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m adaref.bench planted", description=__doc__, allow_abbrev=False,
                                 formatter_class=Formatter)
     p.add_argument("--rows", type=_integer(MIN_ROWS, why=" (fewer can leave the validation or test split "
                                                           "with one class, and AUC undefined)"),
