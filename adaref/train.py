@@ -108,10 +108,15 @@ def resolve_run(args: argparse.Namespace, hints: dict) -> RunConfig:
         tree["train"]["bilevel"] = args.bilevel
     if args.on_bad_line:
         tree["data"]["overrides"] = {**tree["data"].get("overrides", {}), "read.on_bad_line": args.on_bad_line}
-    for dest, value in vars(args).items():
-        if dest.startswith("cfg:") and value is not None:
-            name = dest[4:]
-            set_dotted(tree, name, parse_value(value, hints[name], name))
+    given_flags = {dest[4:] for dest, value in vars(args).items() if dest.startswith("cfg:") and value is not None}
+    for name in given_flags:
+        set_dotted(tree, name, parse_value(getattr(args, "cfg:" + name), hints[name], name))
+    for slot in ("optimizer", "embedding_optimizer", "gate_optimizer"):
+        # another optimiser by flag starts from its own defaults, not the old one's options
+        chosen, before = tree["train"][slot], base.to_dict()["train"][slot]
+        if (f"train.{slot}.name" in given_flags and f"train.{slot}.options" not in given_flags
+                and chosen["name"] != before["name"] and chosen["options"] == before["options"]):
+            chosen["options"] = {}
     return RunConfig.from_dict(tree)
 
 

@@ -346,3 +346,16 @@ def test_cli_refuses_damaged_files_and_reports_skipped_lines(criteo, tmp_path, c
                      r"\S*bad\.txt:500\)", err)
     metrics = json.loads((tmp_path / "r2" / "metrics.json").read_text())
     assert metrics["data_lines"]["skipped"]["total"] == 2 and metrics["data_lines"]["encoded"] == 2998
+
+
+def test_another_optimiser_by_flag_starts_from_its_own_defaults(capsys):
+    from adaref import train
+    parser, hints = train.build_parser()
+    run = train.resolve_run(parser.parse_args(["--sample", "criteo", "--train.optimizer.name", "sgd"]), hints)
+    assert run.train.optimizer.name == "sgd" and run.train.optimizer.options == {}   # not Adam's lr etc.
+    run = train.resolve_run(parser.parse_args(["--sample", "criteo", "--train.optimizer.name", "sgd",
+                                               "--train.optimizer.options", '{"lr": 0.5}']), hints)
+    assert run.train.optimizer.options == {"lr": 0.5}
+    assert train.main(["--sample", "criteo", "--quiet", "--train.optimizer.name", "gftrl"]) == 2
+    assert ("configuration error: train.optimizer ('gftrl' on the weights parameters): GroupFTRL: parameter"
+            in capsys.readouterr().err)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from adaref.config import ConfigError
 from adaref.io import load_npz, save_npz, write_json
 from adaref.model import AdaEnsemble
 from adaref.model.adaensemble import first_difference
@@ -86,12 +87,14 @@ class Trainer:
                     "val": np.random.default_rng(seeds[3])}
         t = run.train
         groups = split_parameters(self.model)
-        self.optimizers = {
-            "embedding": build_optimizer(t.embedding_optimizer.name, groups["embedding"],
-                                         t.embedding_optimizer.options),
-            "weights": build_optimizer(t.optimizer.name, groups["weights"], t.optimizer.options),
-            "gates": build_optimizer(t.gate_optimizer.name, groups["gates"], t.gate_optimizer.options),
-        }
+        self.optimizers = {}
+        for group, slot in (("embedding", "embedding_optimizer"), ("weights", "optimizer"),
+                            ("gates", "gate_optimizer")):
+            choice = getattr(t, slot)
+            try:
+                self.optimizers[group] = build_optimizer(choice.name, groups[group], choice.options)
+            except (ValueError, TypeError) as e:       # a wrong name, option or parameter shape
+                raise ConfigError(f"train.{slot} ({choice.name!r} on the {group} parameters): {e}") from None
         self.ids = np.asarray(dataset.ids)
         self.labels = np.asarray(dataset.labels, dtype=np.float64)
         self.rows = {name: np.asarray(r) for name, r in dataset.splits.items()}
