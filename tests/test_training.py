@@ -288,6 +288,9 @@ def test_damaged_resume_state_is_refused_by_name(criteo, tmp_path):
     arrays["model.embedding.weight"][3, 1] = np.inf
     del meta["loop"]["stray"]
     adaref.io.save_npz(tmp_path / "inf.npz", arrays, meta)
+    adaref.io.save_npz(tmp_path / "bare.npz", arrays, {})
+    with pytest.raises(StateDictError, match=r"bare\.npz: not a resumable checkpoint"):
+        Trainer(tiny_run(max_steps=3, eval_every=3), criteo, tmp_path / "d", quiet=True).restore(tmp_path / "bare.npz")
     with pytest.raises(StateDictError, match=r"tensor embedding.weight holds 1 NaN or infinite value\(s\), "
                                              r"the first at index \(3, 1\): inf"):
         Trainer(tiny_run(max_steps=3, eval_every=3), criteo, tmp_path / "c", quiet=True).restore(tmp_path / "inf.npz")

@@ -338,6 +338,9 @@ class Trainer:
         """Continue from a ``last.npz`` written by :meth:`save_resumable` of the same run."""
         arrays, meta = load_npz(path)
         mine = json.loads(json.dumps(self.run.to_dict()))
+        if not isinstance(meta.get("run"), dict) or "loop" not in meta:
+            raise StateDictError(f"{path}: not a resumable checkpoint (no run and loop metadata; "
+                                 f"last.npz of a run directory is)")
         if meta.get("run") != mine:
             where = first_difference(meta.get("run"), mine, "run") or "run (missing)"
             raise StateDictError(f"{path}: the checkpoint belongs to a run with another "
