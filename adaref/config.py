@@ -76,8 +76,14 @@ class Config:
         values = {}
         for key, value in data.items():
             hint = hints[key]
-            if isinstance(hint, type) and issubclass(hint, Config):
-                value = hint.from_dict(value) if isinstance(value, dict) else value
+            if isinstance(hint, type) and issubclass(hint, Config) and isinstance(value, dict):
+                try:
+                    value = hint.from_dict(value)
+                except ConfigError as e:           # say where: model.controller.gate: GateConfig: ...
+                    path = [key] + getattr(e, "path", [])
+                    error = ConfigError(f"{'.'.join(path)}: {getattr(e, 'bare', str(e))}")
+                    error.path, error.bare = path, getattr(e, "bare", str(e))
+                    raise error from None
             if typing.get_origin(hint) is tuple and isinstance(value, list):
                 value = _tuplify(value)          # JSON has lists where the config has tuples
             if not _type_ok(value, hint):

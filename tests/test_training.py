@@ -362,3 +362,12 @@ def test_another_optimiser_by_flag_starts_from_its_own_defaults(capsys):
     assert train.main(["--sample", "criteo", "--quiet", "--train.optimizer.name", "gftrl"]) == 2
     assert ("configuration error: train.optimizer ('gftrl' on the weights parameters): GroupFTRL: parameter"
             in capsys.readouterr().err)
+
+
+def test_a_nested_config_error_names_its_path_and_value(capsys):
+    from adaref import train
+    assert train.main(["--sample", "criteo", "--quiet", "--model.controller.gate.jitter", "2"]) == 2
+    assert "configuration error: model.controller.gate: GateConfig: jitter must be in [0, 1), got 2.0" \
+        in capsys.readouterr().err
+    assert train.main(["--sample", "criteo", "--quiet", "--train.patience", "-1"]) == 2
+    assert "train: TrainConfig: patience must be >= 0, got -1" in capsys.readouterr().err

@@ -54,14 +54,15 @@ class TrainConfig(Config):
         for key in ("batch_size", "eval_every", "eval_batch_size", "inner_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"TrainConfig: {key} must be >= 1, got {getattr(self, key)}")
-        if self.epochs <= 0 or self.max_steps < 0 or self.patience < 0 or self.xi < 0:
-            raise ConfigError("TrainConfig: epochs must be > 0 and max_steps, patience, xi >= 0")
+        if self.epochs <= 0:
+            raise ConfigError(f"TrainConfig: epochs must be > 0, got {self.epochs}")
+        for key in ("max_steps", "patience", "xi", "lambda1", "lambda2", "z_loss"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"TrainConfig: {key} must be >= 0, got {getattr(self, key)}")
         if self.alpha_val not in ("split", "shared"):
             raise ConfigError(f"TrainConfig: alpha_val must be 'split' or 'shared', got {self.alpha_val!r}")
         if self.bilevel not in ("on", "off"):
             raise ConfigError(f"TrainConfig: bilevel must be 'on' or 'off', got {self.bilevel!r}")
-        if min(self.lambda1, self.lambda2, self.z_loss) < 0:
-            raise ConfigError("TrainConfig: lambda1, lambda2 and z_loss must be >= 0")
 
 
 @dataclass(frozen=True)
