@@ -688,3 +688,17 @@ def test_registry_builds_every_optimiser_with_its_config():
         assert type(opt) is cls and opt.config == cls.config_class()
     opt = build_optimizer("gftrl", [Parameter(np.zeros((2, 2)))], {"alpha": 0.05})
     assert opt.config.alpha == 0.05 and opt.config.beta == 1e-4
+
+
+def test_gftrl_exact_rows_with_zero_z_raise_no_floating_point_warning():
+    """Rows never touched under z_init="zero" have z = 0: pruned, with no Newton step
+    (it would divide by a zero derivative), so a strict warnings filter passes."""
+    import warnings
+    p = Parameter(np.random.default_rng(0).normal(size=(4, 16)) * 0.25)
+    opt = GroupFTRL([("e", p)], z_init="zero", sparse_update="dense", row_solution="exact")
+    p.grad = RowSparseGrad(np.array([1]), np.ones((1, 16)), (4, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step()
+    norms = np.abs(p.data).sum(axis=1)
+    assert norms[[0, 2, 3]].tolist() == [0.0, 0.0, 0.0] and norms[1] > 0

@@ -106,11 +106,11 @@ def test_bilevel_steps_touch_only_their_own_parameters(criteo, tmp_path):
     groups = split_parameters(trainer.model)
     snap = lambda key: [p.data.copy() for _, p in groups[key]]  # noqa: E731
     gates, weights = snap("gates"), snap("weights")
-    trainer._w_step()
+    trainer._w_step(trainer._next_batch())
     assert all(np.array_equal(a, p.data) for a, (_, p) in zip(gates, groups["gates"]))
     assert not all(np.array_equal(a, p.data) for a, (_, p) in zip(weights, groups["weights"]))
     weights = snap("weights")
-    trainer._alpha_step()
+    trainer._alpha_step(trainer._next_batch())
     assert all(np.array_equal(a, p.data) for a, (_, p) in zip(weights, groups["weights"]))
     assert not all(np.array_equal(a, p.data) for a, (_, p) in zip(gates, groups["gates"]))
     assert set(trainer.alpha_rows).isdisjoint(trainer.rows["val"])          # alpha_val = split
@@ -164,6 +164,47 @@ def test_darts_second_order_gradient_matches_a_direct_computation():
             assert g.reshape(-1)[j] == pytest.approx(numeric, rel=1e-4, abs=1e-7)
     first_order = darts_gate_gradient(model, train_loss, val_loss, 0.0)
     assert any(not np.allclose(a, b) for a, b in zip(analytic, first_order))
+
+
+def test_a_gate_the_losses_do_not_reach_has_no_gradient_for_any_xi():
+    """Every example exits at depth 1 (Algorithm 1), so layer 2 and its gate never run:
+    that gate's alpha gradient is None for xi = 0 and xi > 0 alike (not zeros, which
+    Adam's momentum would still move), while layer 1's gate has one."""
+    cfg = model_config("paper", dim=2, num_layers=2)
+    cfg = cfg.replace(moe={**cfg.moe.to_dict(), "experts": ("dense", "cross"),
+                           "schedule": {"kind": "constant", "k": 2}})
+    model = AdaEnsemble(cfg, [4, 5, 3], rng=np.random.default_rng(0)).eval()
+    depth = model.controller.gate
+    depth.project.weight.data[...] = 0.0                  # h = the bias for every example
+    depth.project.bias.data[...] = np.eye(depth.project.bias.shape[0])[0]
+    depth.embeddings.data[...] = np.outer([1.0, -1.0], np.eye(depth.embeddings.shape[1])[0])
+    rng = np.random.default_rng(1)
+    ids_t, ids_v = rng.integers(0, 3, size=(12, 3)), rng.integers(0, 3, size=(10, 3))
+    y_t, y_v = rng.integers(0, 2, 12), rng.integers(0, 2, 10)
+    assert (model(ids_t, k=2).routing.exit_depth == 1).all()
+    train_loss = lambda: objective(model(ids_t, k=2), y_t, 0.1, 0.0)[0]  # noqa: E731
+    val_loss = lambda: objective(model(ids_v, k=2), y_v, 0.1, 0.0)[0]    # noqa: E731
+    names = [n for n, _ in split_parameters(model)["gates"]]
+    for xi in (0.0, 0.1):
+        grads = dict(zip(names, darts_gate_gradient(model, train_loss, val_loss, xi)))
+        assert all(g is None for n, g in grads.items() if n.startswith("layers.1."))
+        assert all(g is not None for n, g in grads.items() if n.startswith("layers.0."))
+
+
+def test_second_order_unrolls_on_the_batch_of_the_next_w_step(criteo, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_run(xi=0.01, max_steps=2, eval_every=2), criteo, tmp_path, quiet=True)
+    seen, w_batches = [], []
+    loss, step = trainer._loss, trainer._w_step
+
+    def recording(rows, rng):
+        seen.append(np.array(rows))
+        return loss(rows, rng)
+
+    monkeypatch.setattr(trainer, "_loss", recording)
+    monkeypatch.setattr(trainer, "_w_step", lambda rows: (w_batches.append(np.array(rows)), step(rows))[1])
+    trainer.fit()
+    # the alpha step's three training-loss evaluations (unroll, W +/- eps v) and the W step
+    assert sum(np.array_equal(r, w_batches[0]) for r in seen) == 4
 
 
 def test_objective_is_eq18():
@@ -225,8 +266,8 @@ def test_ctrl_c_saves_a_resumable_checkpoint_at_a_step_boundary(criteo, tmp_path
     trainer = Trainer(tiny_run(), criteo, tmp_path / "cut", quiet=True)
     original = trainer._w_step
 
-    def step_then_ctrl_c():
-        parts = original()
+    def step_then_ctrl_c(rows):
+        parts = original(rows)
         if trainer.state.step == 2:
             signal.raise_signal(signal.SIGINT)        # as if the user pressed Ctrl-C mid-run
         return parts
@@ -254,7 +295,7 @@ def test_nan_gradient_stops_with_the_step(criteo, tmp_path, monkeypatch):
     original_backward = adaref.Tensor.backward
     monkeypatch.setattr(adaref.Tensor, "backward", poison)
     with pytest.raises(TrainingDiverged, match=r"step 1: .*estimators.0.linear.bias.*NaN"):
-        trainer._w_step()
+        trainer._w_step(trainer._next_batch())
 
 
 def test_resume_refuses_a_checkpoint_of_other_data(criteo, tmp_path):

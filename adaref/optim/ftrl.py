@@ -216,7 +216,8 @@ def _row_norm_root(z: np.ndarray, a: np.ndarray, lam: float, keep: np.ndarray) -
         u = (z / q) ** 2                                                # (R, D)
         f = np.sum(u, axis=-1, keepdims=True) - 1.0                     # (R, 1)
         df = -2.0 * np.sum(u * a / q, axis=-1, keepdims=True)           # (R, 1) < 0
-        r_new = np.where(keep, np.maximum(r, r - f / df), r)
+        step = np.divide(f, df, out=np.zeros_like(f), where=keep)      # pruned rows (z = 0 too): none
+        r_new = np.where(keep, np.maximum(r, r - step), r)
         if np.all(r_new - r <= tiny * r_new):                           # no more progress
             return r_new
         r = r_new

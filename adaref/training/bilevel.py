@@ -45,18 +45,30 @@ def split_parameters(model: Module) -> dict[str, list[tuple[str, Parameter]]]:
     return groups
 
 
-def _grads(loss_fn: Loss, params: list[Parameter]) -> list[np.ndarray]:
+def _grads(loss_fn: Loss, params: list[Parameter]) -> list[np.ndarray | None]:
+    """Each parameter's gradient of the loss, None where the loss does not reach it."""
     for p in params:
         p.grad = None
     loss_fn().backward()
-    return [np.zeros_like(p.data) if p.grad is None else dense(p.grad) for p in params]
+    return [None if p.grad is None else dense(p.grad) for p in params]
+
+
+def _combine(d_alpha, g_plus, g_minus, xi: float, eps: float):
+    """d_alpha - xi (g_plus - g_minus) / (2 eps) for one parameter; None if all are None
+    (a gate no example reached: no gradient, as with xi = 0), absent parts read as 0."""
+    if d_alpha is None and g_plus is None and g_minus is None:
+        return None
+    zero = next(g for g in (d_alpha, g_plus, g_minus) if g is not None) * 0
+    d_alpha, g_plus, g_minus = (zero if g is None else g for g in (d_alpha, g_plus, g_minus))
+    return d_alpha - xi * (g_plus - g_minus) / (2 * eps)
 
 
 def darts_gate_gradient(model: Module, train_loss: Loss, val_loss: Loss, xi: float,
                         eps_scale: float = 0.01) -> list[np.ndarray]:
     """The alpha gradient of Algorithm 2's line 3, in the order of ``split_parameters``'
-    "gates" list. ``train_loss`` and ``val_loss`` build the loss on a fixed training
-    and validation batch (same noise on every call). Parameters are restored exactly.
+    "gates" list (None for a gate parameter the losses do not reach, for any xi).
+    ``train_loss`` and ``val_loss`` build the loss on a fixed training and validation
+    batch (same noise on every call). Parameters are restored exactly.
     """
     groups = split_parameters(model)
     w = [p for _, p in groups["embedding"] + groups["weights"]]
@@ -68,19 +80,20 @@ def darts_gate_gradient(model: Module, train_loss: Loss, val_loss: Loss, xi: flo
             return _grads(val_loss, every)[len(w):]
         g_train = _grads(train_loss, every)[:len(w)]
         for p, g in zip(w, g_train):                        # W' = W - xi grad_W L_train
-            p.data -= xi * g.astype(p.dtype)
+            if g is not None:
+                p.data -= xi * g.astype(p.dtype)
         g_val = _grads(val_loss, every)
         v, d_alpha = g_val[:len(w)], g_val[len(w):]
-        norm = np.sqrt(sum(float(np.sum(x.astype(np.float64) ** 2)) for x in v))
+        norm = np.sqrt(sum(float(np.sum(x.astype(np.float64) ** 2)) for x in v if x is not None))
         if norm == 0:
             return d_alpha
         eps = eps_scale / norm
         hv = []
         for sign in (1.0, -1.0):
             for p, o, vi in zip(w, original, v):            # W +/- eps v
-                p.data[...] = o + sign * eps * vi.astype(p.dtype)
+                p.data[...] = o if vi is None else o + sign * eps * vi.astype(p.dtype)
             hv.append(_grads(train_loss, every)[len(w):])
-        return [da - xi * (gp - gm) / (2 * eps) for da, gp, gm in zip(d_alpha, hv[0], hv[1])]
+        return [_combine(da, gp, gm, xi, eps) for da, gp, gm in zip(d_alpha, hv[0], hv[1])]
     finally:
         for p, o in zip(w, original):
             p.data[...] = o

@@ -154,9 +154,8 @@ class Trainer:
         return objective(out, self.labels[rows], t.lambda1, t.lambda2, t.z_loss)
 
     # ---------------------------------------------------------------------------- steps
-    def _w_step(self) -> dict[str, float]:
-        """One step of W (and, with ``bilevel off``, of alpha too) on a training batch."""
-        rows = self._next_batch()
+    def _w_step(self, rows: np.ndarray) -> dict[str, float]:
+        """One step of W (and, with ``bilevel off``, of alpha too) on the training batch ``rows``."""
         self.model.train()
         self.model.zero_grad()
         loss, parts = self._loss(rows, self.rng["noise"])
@@ -185,8 +184,10 @@ class Trainer:
         return (f"the last finite values were {json.dumps(self.state.history[-1])}; the last good "
                 f"checkpoint is {self.dir / 'last.npz'}")
 
-    def _alpha_step(self) -> None:
-        """Algorithm 2, line 3: update alpha on a validation mini-batch."""
+    def _alpha_step(self, train_rows: np.ndarray) -> None:
+        """Algorithm 2, line 3: update alpha on a validation mini-batch. With xi > 0 the
+        unrolled W step uses ``train_rows``, the batch of the W step that follows (as in
+        DARTS' reference code; Algorithm 2 does not say)."""
         t = self.run.train
         val_rows = self._val_batch()
         self.model.train()
@@ -195,15 +196,13 @@ class Trainer:
             self.model.zero_grad()
             self._loss(val_rows, self.rng["noise"])[0].backward()
         else:
-            train_rows = self.rng["val"].choice(self.rows["train"], size=min(t.batch_size, len(self.rows["train"])),
-                                                replace=False)
             seed = int(self.rng["noise"].integers(2**63))   # the same jitter in every evaluation
             grads = darts_gate_gradient(
                 self.model,
                 lambda: self._loss(train_rows, np.random.default_rng(seed))[0],
                 lambda: self._loss(val_rows, np.random.default_rng(seed + 1))[0], t.xi)
             for p, g in zip(gates, grads):
-                p.grad = g.astype(p.dtype)
+                p.grad = None if g is None else g.astype(p.dtype)
         self.optimizers["gates"].step()
         self.model.zero_grad()
 
@@ -233,9 +232,10 @@ class Trainer:
             while self.state.step < self.total_steps and not self.state.stopped_early:
                 if interrupted.is_set() or (stop_after is not None and self.state.step >= stop_after):
                     raise KeyboardInterrupt
+                rows = self._next_batch()
                 if t.bilevel == "on" and self.state.step % t.inner_steps == 0:
-                    self._alpha_step()
-                parts = self._w_step()
+                    self._alpha_step(rows)
+                parts = self._w_step(rows)
                 last_auc = self.state.history[-1]["val_auc"] if self.state.history else None
                 progress.update(self.state.step, self.state.step / self.steps_per_epoch, t.batch_size,
                                 parts["loss"], last_auc)
