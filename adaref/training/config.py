@@ -95,7 +95,10 @@ def train_config(preset: str = "paper") -> TrainConfig:
     """Training options of the two presets on the full data sets (§4.1.4).
 
     ``paper``: batch 4096, evaluation every 2,000 steps with early stopping, Algorithm 2
-    (first order), G-FTRL on the embedding table and Adam (lr 1e-3) elsewhere.
+    (first order), G-FTRL on the embedding table and Adam (lr 1e-3) elsewhere, without
+    L2: §4.1.4 grid-searches an L2 weight in [1e-4, 1e-3] for dense layers but does not
+    report the value chosen; set one with ``--train.optimizer.options '{"lr": 1e-3,
+    "l2": 1e-4}'`` (coupled L2, :mod:`adaref.optim.adam`).
     ``upstream`` (the authors' exp1.py): batch 4096, 3 passes in file order, no bi-level
     step (one joint step on training batches), balance losses with weight 1 (their
     ``alpha=1.0``) and router z-loss weight 1, G-FTRL exactly as theirs (z starts at 0,
