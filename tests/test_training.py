@@ -412,3 +412,12 @@ def test_a_nested_config_error_names_its_path_and_value(capsys):
         in capsys.readouterr().err
     assert train.main(["--sample", "criteo", "--quiet", "--train.patience", "-1"]) == 2
     assert "train: TrainConfig: patience must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_predictions_that_turn_non_finite_at_evaluation_are_a_divergence(criteo, tmp_path):
+    trainer = Trainer(tiny_run(max_steps=3, eval_every=3), criteo, tmp_path, quiet=True)
+    trainer._w_step(trainer._next_batch())
+    trainer.model.estimators[0].linear.bias.data[...] = np.nan
+    with pytest.raises(TrainingDiverged, match=r"step 1: evaluating on the val split: \d+ of \d+ "
+                                               r"hard-exit predictions are NaN or infinite"):
+        trainer._evaluate_and_checkpoint()

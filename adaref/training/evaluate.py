@@ -34,7 +34,8 @@ class Evaluation:
 
 def evaluate(model: AdaEnsemble, ids: np.ndarray, labels: np.ndarray, *, step: int,
              batch_size: int = 4096) -> Evaluation:
-    """Evaluate in evaluation mode (no jitter) at the k of ``step``; restores the mode."""
+    """Evaluate in evaluation mode (no jitter) at the k of ``step``; restores the mode.
+    Non-finite predictions (diverged weights) raise FloatingPointError."""
     was_training = model.training
     model.eval()
     n_layers, n_experts = model.num_layers, len(model.config.moe.experts)
@@ -59,6 +60,10 @@ def evaluate(model: AdaEnsemble, ids: np.ndarray, labels: np.ndarray, *, step: i
     y = np.asarray(labels, dtype=np.float64)
     p = np.concatenate(hard)
     ps = np.concatenate(soft) if soft else None
+    for name, values in (("hard-exit", p), ("soft-mixture", ps)):
+        if values is not None and not np.isfinite(values).all():
+            raise FloatingPointError(f"{int((~np.isfinite(values)).sum())} of {len(values)} {name} "
+                                     f"predictions are NaN or infinite")
     n = len(y)
     return Evaluation(
         examples=n, auc=auc(y, p), log_loss=log_loss(y, p),

@@ -259,11 +259,12 @@ class Trainer:
         s = self.state
         count = max(s.sums.get("count", 0), 1)
         split = "val" if self.has_val else "test"
-        ev = evaluate(self.model, self.ids[self.rows[split]], self.labels[self.rows[split]], step=s.step,
-                      batch_size=self.run.train.eval_batch_size)
-        if not math.isfinite(ev.log_loss):           # the NaN check of evaluate's metrics
-            raise TrainingDiverged(f"step {s.step}: the {split} predictions are not finite; "
-                                   f"{self._last_good()}")
+        try:
+            ev = evaluate(self.model, self.ids[self.rows[split]], self.labels[self.rows[split]], step=s.step,
+                          batch_size=self.run.train.eval_batch_size)
+        except FloatingPointError as e:
+            raise TrainingDiverged(f"step {s.step}: evaluating on the {split} split: {e}; "
+                                   f"{self._last_good()}") from None
         row = {"step": s.step, "epoch": round(s.step / self.steps_per_epoch, 4), "k": ev.k,
                "train_loss": s.sums.get("loss", 0.0) / count,
                "train_log_loss": s.sums.get("log_loss", 0.0) / count,
@@ -294,8 +295,12 @@ class Trainer:
             self.model.load(self.dir / "best.npz")
         # the selected weights are scored at the k they were selected at (annealing moves k)
         step = self.state.best_step if self.state.best_step >= 0 else self.state.step
-        test = evaluate(self.model, self.ids[self.rows["test"]], self.labels[self.rows["test"]],
-                        step=step, batch_size=self.run.train.eval_batch_size)
+        try:
+            test = evaluate(self.model, self.ids[self.rows["test"]], self.labels[self.rows["test"]],
+                            step=step, batch_size=self.run.train.eval_batch_size)
+        except FloatingPointError as e:
+            raise TrainingDiverged(f"step {step}: evaluating the selected weights on the test split: "
+                                   f"{e}") from None
         best = next(({k: v for k, v in r.items() if k != "seconds"} for r in self.state.history
                      if r["step"] == self.state.best_step), None)     # no wall time: results only
         metrics = {"test": test.to_dict(), "best_step": self.state.best_step,
