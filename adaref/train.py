@@ -41,7 +41,7 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    p = argparse.ArgumentParser(allow_abbrev=False, 
+    p = argparse.ArgumentParser(allow_abbrev=False,
         prog="python -m adaref.train", formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="python -m adaref.train (--sample NAME | --data PATH --dataset NAME | --config JSON "
               "| --resume DIR) [options]",

@@ -78,8 +78,8 @@ class Trainer:
         self.run, self.ds, self.dir, self.quiet = run, dataset, Path(run_dir), quiet
         self.dtype = np.dtype(run.dtype)
         if dataset.oov_embedding != run.model.embedding_oov:
-            raise ValueError(f"the data set's OOV rows are {dataset.oov_embedding!r} but the model's "
-                             f"embedding_oov is {run.model.embedding_oov!r}; use the same preset for both")
+            raise ConfigError(f"the data set's OOV rows are {dataset.oov_embedding!r} but the model's "
+                              f"embedding_oov is {run.model.embedding_oov!r}; use the same preset for both")
         seeds = np.random.SeedSequence(run.seed).spawn(5)
         self.model = AdaEnsemble(run.model, dataset.vocab_sizes, rng=np.random.default_rng(seeds[0]),
                                  dtype=self.dtype)
