@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from adaref import Tensor
-from adaref.bench.planted import MAX_COEF, MIN_ROWS, main, term_coefficients
+from adaref.bench.planted import MAX_COEF, MIN_ROWS, additive_fit, main, term_coefficients
 from adaref.data.synthetic import PlantedModel, SynthOptions
 
 
@@ -32,6 +32,30 @@ def test_term_coefficients_recover_the_combination(weights):
     ids, _, terms = planted.sample(np.random.default_rng(0), 3000)
     coef = term_coefficients(_Oracle(planted, weights), ids, terms, k=1, batch=1000)
     np.testing.assert_allclose(coef, weights, atol=1e-6)
+
+
+def test_additive_fit_is_the_least_squares_fit_on_one_hot_fields():
+    """Backfitting converges to the one-hot least-squares solution (no interactions)."""
+    rng = np.random.default_rng(0)
+    ids = np.column_stack([rng.integers(0, n, 400) for n in (3, 5, 4)])
+    y = rng.normal(size=400) + ids[:, 0] * ids[:, 1] * 0.5                  # an interaction too
+    onehot = np.column_stack([np.ones(400)] + [ids[:, f] == v for f, n in enumerate((3, 5, 4))
+                                               for v in range(1, n)]).astype(float)
+    direct = onehot @ np.linalg.lstsq(onehot, y, rcond=None)[0]
+    np.testing.assert_allclose(additive_fit(ids, y), direct, atol=1e-8)
+
+
+def test_the_bayes_row_is_computed_and_the_floor_row_printed(tmp_path, capsys):
+    """Bayes: 1 on planted terms, 0 on the others (computed from the true logit, not
+    printed as constants); the no-interaction floor sits below 1 on an interaction."""
+    assert main(["--rows", "3000", "--fields", "6", "--max-vocab", "8", "--dim", "4", "--epochs", "0.1",
+                 "--eval-every", "2", "--batch", "256", "--models", "dense", "--coefs=0.6,0,0.8,0,0",
+                 "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    bayes = next(line for line in lines if line.startswith("Bayes-optimal")).split()[-5:]
+    assert bayes == ["1.00", "0.00", "1.00", "0.00", "0.00"] or bayes == ["1.00", "-0.00", "1.00", "0.00", "0.00"]
+    floor = [float(v) for v in next(line for line in lines if line.startswith("no interactions")).split()[-5:]]
+    assert floor[2] < 0.95 and abs(floor[1]) < 1e-6
 
 
 @pytest.mark.parametrize("bilevel", ["off", "on"])

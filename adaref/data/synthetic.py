@@ -13,7 +13,7 @@ Each row has ``F`` categorical fields with Zipf-like level frequencies
 * ``hadamard`` -- third-order polynomial ``Σ_k u_a[x_a]_k u_b[x_b]_k u_c[x_c]_k`` for
   planted field triples (xDeepInt/PIN's Hadamard products);
 * ``attention`` -- field-to-field weighting: a query field's level decides, through
-  ``softmax_j <A u_q[x_q], u_j[x_j]>``, how much each key field's value ``s_j[x_j]``
+  ``softmax_j <A^T u_q[x_q], u_j[x_j]>`` (= ``u_q^T A u_j``), how much each key field's value ``s_j[x_j]``
   counts (what MHSA, eq. 4, captures and a fixed-weight model cannot). The number of
   key fields (``attention_keys``) and the scale of A (``attention_scale``: larger is
   closer to picking one key's value) set how far it is from a low-degree polynomial of
