@@ -251,3 +251,17 @@ def test_a_line_one_field_short_suggests_an_unlabelled_file(tmp_path):
     with pytest.raises(DataFormatError, match=r"test\.txt:1: .*expected 40 tab-separated fields, got 39 "
                                               r"\(one short: an unlabelled file"):
         load("criteo", input=str(tmp_path / "test.txt"), out=str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("name", ["criteo", "avazu"])
+def test_a_utf8_byte_order_mark_is_not_data(tmp_path, name):
+    """A file that starts with EF BB BF encodes exactly as the same file without it."""
+    from adaref.data import load
+    from adaref.data.samples import sample_path
+    lines = open(sample_path(name), "rb").read().splitlines(keepends=True)[:400]
+    (tmp_path / "plain").write_bytes(b"".join(lines))
+    (tmp_path / "bom").write_bytes(b"\xef\xbb\xbf" + b"".join(lines))
+    plain = load(name, input=str(tmp_path / "plain"), out=str(tmp_path / "p"))
+    marked = load(name, input=str(tmp_path / "bom"), out=str(tmp_path / "b"))
+    np.testing.assert_array_equal(np.asarray(marked.ids), np.asarray(plain.ids))
+    np.testing.assert_array_equal(np.asarray(marked.labels), np.asarray(plain.labels))

@@ -95,6 +95,12 @@ class Records:
     file_index: int
 
 
+#: The UTF-8 byte-order mark (EF BB BF) that some editors and spreadsheet exports put
+#: at the start of a file: dropped before the first line is read, as Python's
+#: ``utf-8-sig`` codec does.
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def _read(f, size: int, path: str) -> bytes:
     """``f.read(size)``, with a truncated or corrupt .gz reported as a data error."""
     try:
@@ -156,6 +162,8 @@ class RawReader:
         size = self.options.chunk_bytes
         with open_binary(path) as f:
             first = _read(f, size, path)
+            if first.startswith(UTF8_BOM):     # an encoding mark some editors write, not data
+                first = first[len(UTF8_BOM):]
             if not first:
                 raise DataFormatError(f"{path}: empty file")
             line_no = 1
