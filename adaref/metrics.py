@@ -19,6 +19,10 @@ from scipy.stats import rankdata
 
 __all__ = ["auc", "log_loss"]
 
+#: How far outside [0, 1] a probability may lie and still be read as one (then clipped):
+#: float32 rounding of a mixture such as sum_l p_l sigmoid(z_l) can give 1 + 1.2e-7.
+PROB_SLACK = 1e-6
+
 
 def _as_floats(name: str, values) -> np.ndarray:
     """``values`` flattened to (B,) float64; a clear error naming ``name`` when they are not numbers."""
@@ -66,8 +70,9 @@ def auc(labels, scores) -> float:
 def log_loss(labels, probs, eps: float = 1e-7) -> float:
     """Mean binary cross-entropy, probabilities clipped to ``[eps, 1 - eps]``.
 
-    ``probs`` must lie in [0, 1]: a value outside (a logit passed by mistake) raises
-    ``ValueError`` instead of being clipped into a plausible loss.
+    ``probs`` must lie in [0, 1] (up to :data:`PROB_SLACK` of rounding): a value outside
+    (a logit passed by mistake) raises ``ValueError`` instead of being clipped into a
+    plausible loss.
 
     ``-mean(y log p + (1 - y) log(1 - p))`` over ``(B,)`` entries; the clipping keeps
     a confident wrong prediction finite (``-log(eps)`` at most per example).
@@ -83,7 +88,7 @@ def log_loss(labels, probs, eps: float = 1e-7) -> float:
         raise ValueError(f"eps must be in (0, 0.5), got {eps}")
     if np.any(np.isnan(p)):
         raise ValueError("probs contain NaN")
-    outside = (p < 0) | (p > 1)
+    outside = (p < -PROB_SLACK) | (p > 1 + PROB_SLACK)      # rounding may leave [0, 1] by an ulp
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
         raise ValueError(f"probs must be probabilities in [0, 1], got {float(p[i])} at index {i}")

@@ -239,11 +239,11 @@ class Tensor:
                 elif parent._ctx is None:     # a leaf: a RowSparseGrad stays sparse
                     grads[key] = _accumulate(grads[key], pg)
                 elif key in owned:
-                    _add_into(grads[key], pg)
+                    grads[key] = _add_into(grads[key], pg)
                 else:                         # a copy of the first gradient, then in place
-                    first = grads[key]
+                    first = grads[key]        # np.array: a NumPy scalar becomes a writable 0-d array
                     grads[key] = _add_into(first.to_dense() if isinstance(first, RowSparseGrad)
-                                           else first.copy(), pg)
+                                           else np.array(first), pg)
                     owned.add(key)
 
     # Operators and methods are thin wrappers over adaref.ops (bound at the bottom).

@@ -107,7 +107,10 @@ def resolve_run(args: argparse.Namespace, hints: dict) -> RunConfig:
     if args.bilevel:
         tree["train"]["bilevel"] = args.bilevel
     if args.on_bad_line:
-        tree["data"]["overrides"] = {**tree["data"].get("overrides", {}), "read.on_bad_line": args.on_bad_line}
+        given_overrides = tree["data"].get("overrides") or {}
+        if not isinstance(given_overrides, dict):
+            raise ConfigError(f"data.overrides must be an object of data options, got {given_overrides!r}")
+        tree["data"]["overrides"] = {**given_overrides, "read.on_bad_line": args.on_bad_line}
     given_flags = {dest[4:] for dest, value in vars(args).items() if dest.startswith("cfg:") and value is not None}
     for name in given_flags:
         set_dotted(tree, name, parse_value(getattr(args, "cfg:" + name), hints[name], name))

@@ -61,3 +61,11 @@ def test_metric_errors_are_clear():
         log_loss([0, 1, 1], [0.1, 0.2])
     with pytest.raises(ValueError, match="NaN"):
         auc([0, 1], [0.1, float("nan")])
+
+
+def test_log_loss_takes_probabilities_off_by_rounding_and_refuses_logits():
+    from adaref.metrics import PROB_SLACK, log_loss
+    assert log_loss([1, 0], [1.0000001192092896, 0.0]) == pytest.approx(log_loss([1, 0], [1.0, 0.0]))
+    with pytest.raises(ValueError, match=r"probs must be probabilities in \[0, 1\], got 1.5 at index 1"):
+        log_loss([0, 1], [0.1, 1.5])
+    assert PROB_SLACK < 1e-5

@@ -371,3 +371,11 @@ def test_sparse_moe_copies_x0_only_for_experts_that_read_it():
     sparse_moe(x, x0, mask, Tensor(mask * 1.0), [Probe("reads", True), Probe("ignores", False)])
     assert seen["ignores"] is None
     np.testing.assert_array_equal(seen["reads"], x0.data[[0, 2]])
+
+
+def test_dispatch_refuses_repeated_rows():
+    from adaref.model.dispatcher import dispatch
+    x = Tensor(np.ones((4, 2, 3)))
+    with pytest.raises(ValueError, match=r"dispatch: rows must be unique .* got 1 repeated"):
+        dispatch(x, np.array([2, 0, 2]))
+    assert dispatch(x, np.array([3, 0, 2])).shape == (3, 2, 3)          # unique, any order

@@ -247,3 +247,14 @@ def test_sparse_and_dense_gradients_of_one_table_add_up():
     assert isinstance(w.grad, RowSparseGrad)
     np.testing.assert_array_equal(w.grad.rows, [1, 2])
     np.testing.assert_array_equal(w.grad.values[:, 0], [2.0, 1.0])
+
+
+def test_a_scalar_used_many_times_accumulates_every_gradient():
+    """The first gradient of a 0-d intermediate may be a NumPy scalar (unbroadcast sums
+    to one); the engine's own copy must still take every later gradient."""
+    x = Tensor(np.array(2.0), requires_grad=True)
+    s = x * 1.0                                      # a 0-d intermediate
+    v = Tensor(np.ones(3))
+    y = (s * v).sum() + (s * v).sum() + (s * v).sum() + s * 4.0   # dy/ds = 3 + 3 + 3 + 4
+    y.backward()
+    assert float(x.grad) == 13.0

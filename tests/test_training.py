@@ -15,7 +15,7 @@ from adaref.nn import StateDictError
 from adaref.training.bilevel import darts_gate_gradient, split_parameters
 from adaref.training.config import RunConfig, TrainConfig, sample_defaults
 from adaref.training.objective import objective
-from adaref.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
+from adaref.training.trainer import Trainer, TrainingDataError, TrainingDiverged, TrainingInterrupted
 
 
 @pytest.fixture(scope="module")
@@ -421,3 +421,34 @@ def test_predictions_that_turn_non_finite_at_evaluation_are_a_divergence(criteo,
     with pytest.raises(TrainingDiverged, match=r"step 1: evaluating on the val split: \d+ of \d+ "
                                                r"hard-exit predictions are NaN or infinite"):
         trainer._evaluate_and_checkpoint()
+
+
+def test_the_evaluated_half_of_a_small_validation_split_is_checked(tmp_path):
+    """With Algorithm 2 half of the validation split trains alpha; the half kept for
+    evaluation must hold both classes, and the alpha half must not be empty."""
+    lines = open(adaref.data.samples.sample_path("criteo")).read().splitlines()
+    pos = [ln for ln in lines if ln[0] == "1"][:6]
+    neg = [ln for ln in lines if ln[0] == "0"][:16]
+    src = tmp_path / "tiny.txt"
+    src.write_text("\n".join(neg[:8] + pos[:3] + neg[8:] + pos[3:]) + "\n")
+    ds = load("criteo", input=str(src), preset="paper", seed=0, out=str(tmp_path / "d"))
+    for seed in range(40):                       # some alpha split leaves one class to evaluate
+        run = tiny_run(bilevel="on").replace(seed=seed)
+        try:
+            Trainer(run, ds, tmp_path / f"r{seed}", quiet=True)
+        except TrainingDataError as e:
+            assert re.search(r"the val split has \d+ positives among \d+ rows|too small to give the "
+                             r"alpha step a half", str(e))
+            break
+    else:
+        pytest.fail("no seed produced a one-class evaluation half")
+
+
+def test_on_bad_line_with_null_overrides_in_a_config(tmp_path, capsys):
+    from adaref import train
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"data": {"overrides": None}}))
+    parser, hints = train.build_parser()
+    run = train.resolve_run(parser.parse_args(["--sample", "criteo", "--config", str(cfg),
+                                               "--on-bad-line", "skip"]), hints)
+    assert run.data.overrides == {"read.on_bad_line": "skip"}

@@ -101,6 +101,9 @@ def dispatch(x: Tensor, rows: np.ndarray) -> Tensor:
     not a copy. (With a graph the copy stays: skipping its node would change the order
     in which x's gradients add up, and so their last bits.)"""
     rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) > 1 and not (np.diff(rows) > 0).all() and len(np.unique(rows)) != len(rows):
+        raise ValueError(f"dispatch: rows must be unique (each example goes to an expert once), "
+                         f"got {len(rows) - len(np.unique(rows))} repeated")
     if (not is_grad_enabled() and len(rows) == x.shape[0]
             and np.array_equal(rows, np.arange(len(rows)))):
         return x

@@ -98,7 +98,7 @@ class Trainer:
         self.ids = np.asarray(dataset.ids)
         self.labels = np.asarray(dataset.labels, dtype=np.float64)
         self.rows = {name: np.asarray(r) for name, r in dataset.splits.items()}
-        self._check_splits()
+        self._check_sizes()
         self.has_val = len(self.rows.get("val", ())) > 0
         if t.bilevel == "on" and not self.has_val:
             raise TrainingDataError("bilevel optimisation needs a validation split (this data has none, "
@@ -109,21 +109,31 @@ class Trainer:
             order = np.random.default_rng(seeds[4]).permutation(self.rows["val"])
             half = len(order) // 2
             self.alpha_rows, self.rows["val"] = np.sort(order[:half]), np.sort(order[half:])
+        self._check_evaluated_splits()                  # the rows as they will be used
         self.steps_per_epoch = math.ceil(len(self.rows["train"]) / t.batch_size)
         total = math.ceil(t.epochs * self.steps_per_epoch)
         self.total_steps = min(total, t.max_steps) if t.max_steps else total
         self.state = LoopState()
         self.permutation = np.zeros(0, dtype=np.int64)
 
-    def _check_splits(self) -> None:
-        """Refuse data that cannot be trained and scored: an empty training or test split,
-        or an evaluated split (validation, test) holding one class only (AUC is undefined)."""
-        counts = {name: len(r) for name, r in self.rows.items()}
-        summary = ", ".join(f"{name} {n}" for name, n in counts.items())
+    def _split_summary(self) -> str:
+        return ", ".join(f"{name} {len(r)}" for name, r in self.rows.items())
+
+    def _check_sizes(self) -> None:
+        """Refuse an empty training or test split."""
         for name in ("train", "test"):
-            if counts.get(name, 0) == 0:
-                raise TrainingDataError(f"the {name} split is empty (rows per split: {summary}); "
+            if len(self.rows.get(name, ())) == 0:
+                raise TrainingDataError(f"the {name} split is empty (rows per split: {self._split_summary()}); "
                                         f"the data set is too small for this split")
+
+    def _check_evaluated_splits(self) -> None:
+        """Once the validation split is divided for the alpha step: refuse no validation
+        rows left for the alpha step, or an evaluated split (the validation rows kept for
+        evaluation; test) holding one class only (AUC is undefined)."""
+        if self.run.train.bilevel == "on" and len(self.alpha_rows) == 0:
+            raise TrainingDataError(f"the validation split is too small to give the alpha step a half "
+                                    f"of its own (rows per split: {self._split_summary()}); use more data, "
+                                    f"--train.alpha_val shared or --bilevel off")
         for name in ("val", "test"):
             rows = self.rows.get(name, np.zeros(0, np.int64))
             positives = int(self.labels[rows].sum())
