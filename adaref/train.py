@@ -23,21 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from adaref.argtypes import integer
 from adaref.config import ConfigError
 from adaref.training.cli import add_config_flags, merge, parse_value, set_dotted
 from adaref.model.config import ModelConfig
 from adaref.training.config import RunConfig, TrainConfig, run_config
-
-
-def _seed(text: str) -> int:
-    """--seed: an integer >= 0 (numpy's SeedSequence takes no negative seed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
@@ -62,7 +52,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     run.add_argument("--preset", choices=["paper", "upstream"],
                      help="paper: the paper's text (default); upstream: the authors' TensorFlow code")
     run.add_argument("--config", metavar="JSON", help="a run configuration file (unknown keys are errors)")
-    run.add_argument("--seed", type=_seed,
+    run.add_argument("--seed", type=integer(0),
                      help="seed of the split, initialisation, batch order and jitter (default 0)")
     run.add_argument("--dtype", choices=["float32", "float64"], help="floating-point type (default float32)")
     run.add_argument("--bilevel", choices=["on", "off"],

@@ -354,7 +354,7 @@ def test_data_too_small_to_train_is_a_clear_data_error(tmp_path, capsys, rows, m
 
 def test_cli_refuses_damaged_files_and_reports_skipped_lines(criteo, tmp_path, capsys):
     from adaref import train
-    for flags, message in ((["--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+    for flags, message in ((["--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
                            (["--sampl", "avazu"], "unrecognized arguments: --sampl")):   # no abbreviations
         with pytest.raises(SystemExit):
             train.main(["--sample", "criteo", *flags])

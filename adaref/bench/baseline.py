@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from adaref import Tensor, no_grad, ops
+from adaref.argtypes import integer, integer_list, number
 from adaref.data import load
 from adaref.metrics import auc, log_loss
 from adaref.nn import Parameter
@@ -81,22 +82,17 @@ def main(argv: list[str]) -> int:
                    help="the bundled sample to use (default criteo)")
     p.add_argument("--preset", choices=["paper", "upstream"], default="paper",
                    help="data preset, as adaref.train's --preset (upstream has no validation split)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated split seeds (adaref.train's --seed)")
-    p.add_argument("--epochs", type=int, default=20, help="passes over the training split")
-    p.add_argument("--batch", type=int, default=256, help="mini-batch size")
-    p.add_argument("--alpha", type=float, default=1.0, help="FTRL alpha (per-coordinate rate scale)")
-    p.add_argument("--beta", type=float, default=1.0, help="FTRL beta")
-    p.add_argument("--l1", type=float, default=0.0, help="FTRL l1")
-    p.add_argument("--l2", type=float, default=1.0, help="FTRL l2")
+    p.add_argument("--seeds", type=integer_list(0), default=[0, 1, 2],
+                   help="comma-separated split seeds (adaref.train's --seed)")
+    p.add_argument("--epochs", type=integer(1), default=20, help="passes over the training split")
+    p.add_argument("--batch", type=integer(1), default=256, help="mini-batch size")
+    p.add_argument("--alpha", type=number(0.0, above=True), default=1.0,
+                   help="FTRL alpha (per-coordinate rate scale)")
+    p.add_argument("--beta", type=number(0.0), default=1.0, help="FTRL beta")
+    p.add_argument("--l1", type=number(0.0), default=0.0, help="FTRL l1")
+    p.add_argument("--l2", type=number(0.0), default=1.0, help="FTRL l2")
     args = p.parse_args(argv)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        p.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
-    if any(s < 0 for s in seeds) or args.epochs < 1 or args.batch < 1:
-        p.error("--seeds must be >= 0 and --epochs, --batch >= 1")
-    if not all(np.isfinite(v) and v >= 0 for v in (args.alpha, args.beta, args.l1, args.l2)) or args.alpha == 0:
-        p.error("--alpha must be > 0 and --beta, --l1, --l2 >= 0 (finite)")
+    seeds = args.seeds
     if args.preset == "upstream":
         p.error("--preset upstream has no validation split to pick the epoch on; use paper")
     print(f"FTRL logistic regression on the {args.sample} sample ({args.preset} preset): alpha {args.alpha}, "

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from adaref import kernels, no_grad, ops, runtime
+from adaref.argtypes import integer_list
 from adaref.model import AdaEnsemble, model_config
 from adaref.model import dispatcher
 from adaref.optim import Adam
@@ -112,17 +113,6 @@ def measure_training(models: dict, ids, labels, rounds: int) -> dict:
                 "dispatch_share": shares[s] / sum(times[s])} for s in models}
 
 
-def _ks(text: str) -> list[int]:
-    """--ks: distinct k values in 1..5, comma-separated."""
-    try:
-        ks = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if len(set(ks)) != len(ks) or not all(1 <= k <= 5 for k in ks):
-        raise argparse.ArgumentTypeError(f"expected distinct values in 1..5, got {text!r}")
-    return ks
-
-
 def main(argv: list[str]) -> int:
     class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
         pass
@@ -134,7 +124,7 @@ def main(argv: list[str]) -> int:
                    help="rounds of timed training steps, one step of every setting per round (median)")
     p.add_argument("--infer-repeats", type=int, default=10,
                    help="rounds of timed inference, one batch of every setting per round (median)")
-    p.add_argument("--ks", default="1,2,3,4,5", type=_ks,
+    p.add_argument("--ks", default="1,2,3,4,5", type=integer_list(1, 5),
                    help="comma-separated k values in 1..5; the largest is the base of the ratios")
     args = p.parse_args(argv)
     F, D, L, B = 39, 16, 4, args.batch

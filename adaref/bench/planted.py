@@ -40,6 +40,7 @@ import warnings
 import numpy as np
 
 from adaref import no_grad
+from adaref.argtypes import integer, integer_list, number
 from adaref.data.dataset import open_encoded
 from adaref.data.config import OptionsError
 from adaref.data.synthetic import TERMS, SynthOptions, bayes_optimal, synthesize
@@ -102,54 +103,6 @@ MIN_ROWS = 1000
 MAX_COEF = 5.0
 
 
-def _integer(minimum: int, maximum: int | None = None, why: str = ""):
-    """An argparse ``type``: an integer in ``minimum..maximum`` (no upper bound if
-    ``maximum`` is None); argparse puts the flag in front of the message.
-
-    >>> _integer(1, 5)("3")
-    3
-    >>> _integer(1, 5, " (the experts)")("9")
-    Traceback (most recent call last):
-    argparse.ArgumentTypeError: must be an integer in 1..5 (the experts), got '9'
-    >>> _integer(0)("x")
-    Traceback (most recent call last):
-    argparse.ArgumentTypeError: must be an integer >= 0, got 'x'
-    """
-    bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"must be an integer {bound}{why}, got {text!r}")
-        return value
-    return parse
-
-
-def _number(minimum: float, above: bool = False, why: str = ""):
-    """An argparse ``type``: a finite float ``>= minimum`` (``> minimum`` if ``above``).
-
-    >>> _number(0.0)("0")
-    0.0
-    >>> _number(0.0, above=True)("nan")
-    Traceback (most recent call last):
-    argparse.ArgumentTypeError: must be a finite number > 0, got 'nan'
-    """
-    bound = f"{'>' if above else '>='} {minimum:g}{why}"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value < minimum or (above and value == minimum):
-            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
-        return value
-    return parse
-
-
 def _coefs(text: str) -> list[float]:
     """``--coefs``: one weight per planted term, finite and at most :data:`MAX_COEF` in
     absolute value.
@@ -171,17 +124,6 @@ def _coefs(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"weights must be finite and in [-{MAX_COEF:g}, {MAX_COEF:g}] (larger "
                                          f"ones break the calibration of the click rate), got {text!r}")
     return weights
-
-
-def _seeds(text: str) -> list[int]:
-    """``--seed``: one integer or several, comma-separated, distinct."""
-    try:
-        seeds = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"give an integer or comma-separated integers, got {text!r}") from None
-    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0, got {text!r}")
-    return seeds
 
 
 def verdicts(pairs_by_seed: list[list[tuple[str, str, float, float]]]) -> list[dict]:
@@ -327,40 +269,40 @@ def main(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="python -m adaref.bench planted", description=__doc__, allow_abbrev=False,
                                 formatter_class=Formatter)
-    p.add_argument("--rows", type=_integer(MIN_ROWS, why=" (fewer can leave the validation or test split "
+    p.add_argument("--rows", type=integer(MIN_ROWS, why=" (fewer can leave the validation or test split "
                                                           "with one class, and AUC undefined)"),
                    default=400_000, help=f"rows of planted data (70/10/20 split; at least {MIN_ROWS})")
-    p.add_argument("--fields", type=_integer(4, why=" (the generator's smallest field count)"), default=10,
+    p.add_argument("--fields", type=integer(4, why=" (the generator's smallest field count)"), default=10,
                    help="number of fields F of the generator")
-    p.add_argument("--max-vocab", type=_integer(2, why=" (a field needs 2 levels)"), default=20,
+    p.add_argument("--max-vocab", type=integer(2, why=" (a field needs 2 levels)"), default=20,
                    help="largest field vocabulary of the generator")
-    p.add_argument("--attention-keys", type=_integer(0), default=0,
+    p.add_argument("--attention-keys", type=integer(0), default=0,
                    help="key fields K of the planted attention term (0: max(2, F // 6))")
-    p.add_argument("--attention-scale", type=_number(0.0, above=True), default=1.5,
+    p.add_argument("--attention-scale", type=number(0.0, above=True), default=1.5,
                    help="scale of the attention's query map (larger: a sharper softmax)")
     p.add_argument("--coefs", type=_coefs, default="0.6,0.8,0.8,0.8,0.8",
                    help="weights of the standardised planted terms: " + ",".join(TERMS))
-    p.add_argument("--dim", type=_integer(1), default=16, help="embedding size D")
-    p.add_argument("--layers", type=_integer(1), default=2, help="SparseMoE layers L")
-    p.add_argument("--k", type=_integer(1, len(EXPERTS), f" (AdaEnsemble has {len(EXPERTS)} experts)"), default=2,
+    p.add_argument("--dim", type=integer(1), default=16, help="embedding size D")
+    p.add_argument("--layers", type=integer(1), default=2, help="SparseMoE layers L")
+    p.add_argument("--k", type=integer(1, len(EXPERTS), f" (AdaEnsemble has {len(EXPERTS)} experts)"), default=2,
                    help="AdaEnsemble's final k (annealed from 5)")
-    p.add_argument("--k-steps", type=_integer(0), default=500, help="steps over which k is annealed")
+    p.add_argument("--k-steps", type=integer(0), default=500, help="steps over which k is annealed")
     p.add_argument("--no-controller", action="store_true", help="AdaEnsemble without the depth controller")
-    p.add_argument("--lambda1", type=_number(0.0), default=0.0, help="eq. 18's weight of the expert load term")
-    p.add_argument("--lambda2", type=_number(0.0), default=0.0, help="eq. 18's weight of the depth load term")
+    p.add_argument("--lambda1", type=number(0.0), default=0.0, help="eq. 18's weight of the expert load term")
+    p.add_argument("--lambda2", type=number(0.0), default=0.0, help="eq. 18's weight of the depth load term")
     p.add_argument("--bilevel", choices=("on", "off"), default="off",
                    help="Algorithm 2 (gates on validation batches, first order) or joint steps on "
                         "training batches, for every model")
-    p.add_argument("--lr", type=_number(0.0, above=True), default=1e-3,
+    p.add_argument("--lr", type=number(0.0, above=True), default=1e-3,
                    help="Adam learning rate (all but the embeddings)")
-    p.add_argument("--gftrl-alpha", type=_number(0.0, why=" (0: Adam)"), default=0.05,
+    p.add_argument("--gftrl-alpha", type=number(0.0, why=" (0: Adam)"), default=0.05,
                    help="G-FTRL rate alpha of the embeddings (0: Adam for them too)")
-    p.add_argument("--epochs", type=_number(0.0, above=True), default=20.0,
+    p.add_argument("--epochs", type=number(0.0, above=True), default=20.0,
                    help="at most this many epochs")
-    p.add_argument("--batch", type=_integer(1), default=512, help="training mini-batch")
-    p.add_argument("--eval-every", type=_integer(1), default=100, help="steps between validation evaluations")
-    p.add_argument("--patience", type=_integer(0), default=10, help="early stopping patience (evaluations)")
-    p.add_argument("--seed", type=_seeds, default=[0],
+    p.add_argument("--batch", type=integer(1), default=512, help="training mini-batch")
+    p.add_argument("--eval-every", type=integer(1), default=100, help="steps between validation evaluations")
+    p.add_argument("--patience", type=integer(0), default=10, help="early stopping patience (evaluations)")
+    p.add_argument("--seed", type=integer_list(0), default=[0],
                    help="initialisation and batch order (the planted data stay the same); several, "
                         "comma-separated (0,1,2), train every model once per seed and add the means")
     p.add_argument("--models", default="adaensemble," + ",".join(EXPERTS),
