@@ -109,6 +109,14 @@ class MHSA(Expert):
     ((5, 3, 4), (4, 4))
     """
 
+    EQUATION = "eq. 4"
+    PARAM_LAYOUTS = {**{f"W{q}": "(in D, out A = h*dh): heads contiguous (head k at k*dh:(k+1)*dh)"
+                        for q in "qkv"},
+                     **{f"b{q}": "(A,)" for q in "qkv"},
+                     "Wo": "(in A, out P) per token", "bo": "(P,)",
+                     "gamma": "(P,) instance-norm gain", "beta": "(P,) instance-norm bias",
+                     "Wf": "(in F*P, out F*D): input token-major (f*P + p)", "bf": "(F*D,) field-major"}
+
     name = "mhsa"
 
     def __init__(self, config: MHSAConfig, num_fields: int, dim: int, *,

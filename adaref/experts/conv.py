@@ -103,6 +103,13 @@ class Conv(Expert):
     ((5, 4, 3), (3, 3, 2), (4, 12))
     """
 
+    EQUATION = "eq. 3"
+    PARAM_LAYOUTS = {"Wr": "(in F*D, out L): the dense reshape to L positions", "br": "(L,)",
+                     "Wc": "(K, C, O): width, in channels, filters (Keras Conv1D; PyTorch (O, C, K))",
+                     "bc": "(O,)",
+                     "Wo": "(in T_p*O, out F*D): input time-major (t*O + o, Keras Flatten of (T_p, O))",
+                     "bo": "(F*D,) field-major"}
+
     name = "conv"
 
     def __init__(self, config: ConvConfig, num_fields: int, dim: int, *,

@@ -61,6 +61,10 @@ class Cross(Expert):
     ((4, 3, 2), 84)
     """
 
+    EQUATION = "eq. 6"
+    PARAM_LAYOUTS = {"W": "(in F*D, out F*D): W x_{l-1} computed as x @ W, field-major",
+                     "b": "(F*D,) field-major"}
+
     name = "cross"
     uses_x0 = True
 

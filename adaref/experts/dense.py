@@ -77,6 +77,11 @@ class Dense(Expert):
     ((4, 3, 2), 84)
     """
 
+    EQUATION = "eq. 2"
+    PARAM_LAYOUTS = {"W": "(in F*D, out F*D), both axes field-major (f*D + d)", "b": "(F*D,) field-major",
+                     "W1": "(in F*D, out R): gate of the gated form, on vec(X_0)", "b1": "(R,)",
+                     "W2": "(in R, out F*D)", "b2": "(F*D,) field-major"}
+
     name = "dense"
 
     def __init__(self, config: DenseConfig, num_fields: int, dim: int, *,

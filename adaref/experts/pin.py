@@ -69,6 +69,9 @@ class PIN(Expert):
     ((4, 3, 2), (3, 3), 42)
     """
 
+    EQUATION = "eq. 5"
+    PARAM_LAYOUTS = {"W": "(in F*H, out F*H): Z = X_0 pieces @ W, pieces field-major (f*H + h)"}
+
     name = "pin"
     uses_x0 = True
 

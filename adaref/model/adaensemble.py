@@ -19,6 +19,7 @@ from adaref.model.moe_layer import SparseMoELayer
 from adaref.model.regularizers import distribution_loss, load_fractions, z_loss
 from adaref.model.routing import LayerRouting, Routing
 from adaref.model.schedule import KSchedule, check_step, is_int
+from adaref.model.trace import Trace, scope
 from adaref.nn import Embedding, Module, ModuleList, StateDictError
 from adaref.nn.embedding import check_vocab_sizes
 from adaref.nn.init import check_rng
@@ -102,7 +103,10 @@ class AdaEnsemble(Module):
 
     # ------------------------------------------------------------------------------
     def forward(self, ids: np.ndarray, *, step: int = 0, k: int | None = None,
-                rng: np.random.Generator | None = None, form: Form | None = None) -> ModelOutput:
+                rng: np.random.Generator | None = None, form: Form | None = None,
+                trace: Trace | None = None) -> ModelOutput:
+        """``trace``: an optional :class:`~adaref.model.trace.Trace` that records every
+        named intermediate (:data:`adaref.model.trace.NAMES`) in forward order."""
         cfg = self.config
         ids = np.asarray(ids)
         if ids.ndim == 2 and ids.shape[0] == 0:
@@ -112,15 +116,21 @@ class AdaEnsemble(Module):
         k = self.k_schedule(step) if k is None else self._check_k(k)
         form = self._form(form)
         x0 = self.embedding(ids)                                               # (B, F, D)
+        if trace is not None:
+            trace("embedding", x0)
         gates_z: list[Tensor] = []
         depth = self.controller(x0, rng) if cfg.controller.enabled else None
         if depth is not None:
             gates_z.append(depth.logits)
+            if trace is not None:
+                trace("controller.logits", depth.logits)
+                trace("controller.probs", depth.probs)
+                trace("controller.exit_depth", depth.exit_depth.astype(np.int64))
         if form == "hard":
-            logit, layers, expert_loss = self._dynamic(x0, depth.exit_depth, k, rng, gates_z)
+            logit, layers, expert_loss = self._dynamic(x0, depth.exit_depth, k, rng, gates_z, trace)
             prob, exit_depth = ops.sigmoid(logit), depth.exit_depth
         else:
-            logits, layers, expert_loss = self._all_layers(x0, k, rng, gates_z, form)
+            logits, layers, expert_loss = self._all_layers(x0, k, rng, gates_z, form, trace)
             logit, prob, exit_depth = self._predict(logits, depth, form)
         depth_loss = None
         if depth is not None:
@@ -132,6 +142,14 @@ class AdaEnsemble(Module):
             for g in gates_z[1:]:
                 zl = zl + z_loss(g)
         routing = Routing(layers, exit_depth)
+        if trace is not None:
+            if logit is not None:
+                trace("logit", logit)
+            trace("prob", prob)
+            trace("loss.expert", expert_loss)
+            for name, value in (("loss.depth", depth_loss), ("loss.z", zl)):
+                if value is not None:
+                    trace(name, value)
         return ModelOutput(prob, logit, expert_loss, depth_loss, zl, routing,
                            self._route_flops(routing, form, len(ids)), form, k)
 
@@ -163,20 +181,26 @@ class AdaEnsemble(Module):
         loss = distribution_loss(routing.probs, f, moe.expert_prior)            # eq. 16
         return loss if expert_loss is None else expert_loss + loss
 
-    def _all_layers(self, x0, k, rng, gates_z, form):
+    def _all_layers(self, x0, k, rng, gates_z, form, trace=None):
         """Every example through every layer; the logit of each layer's estimator (or of
         the last layer only, without the controller)."""
         x, logits, layers, expert_loss = x0, [], [], None
         rows = np.arange(x0.shape[0])
         for l, layer in enumerate(self.layers):
-            x, routing = layer(x, x0, k, rng)                                  # (B, F, D)
+            if trace is not None:
+                trace(f"layers.{l}.rows", rows)
+            x, routing = layer(x, x0, k, rng, scope(trace, f"layers.{l}"))     # (B, F, D)
             layers.append(LayerRouting(k, rows, routing.mask))
             expert_loss = self._regularise(routing, expert_loss)
             gates_z.append(routing.logits)
             if form != "full":
                 logits.append(self.estimators[l](x))                           # (B,)
+                if trace is not None:
+                    trace(f"estimators.{l}.logit", logits[-1])
         if form == "full":
             logits.append(self.estimators[0](x))
+            if trace is not None:
+                trace("estimators.0.logit", logits[-1])
         return logits, layers, expert_loss
 
     def _predict(self, logits, depth: DepthChoice | None, form):
@@ -190,7 +214,7 @@ class AdaEnsemble(Module):
             weights = Tensor(depth.mask.astype(probs.dtype)) + (depth.probs - depth.probs.detach())
         return None, ops.sum(weights * probs, axis=1), depth.exit_depth
 
-    def _dynamic(self, x0, exit_depth, k, rng, gates_z):
+    def _dynamic(self, x0, exit_depth, k, rng, gates_z, trace=None):
         """Algorithm 1: examples leave at their exit depth; only the rest go deeper.
 
         Written as a loop over depths, which is the recursion of Algorithm 1 unrolled:
@@ -205,7 +229,9 @@ class AdaEnsemble(Module):
         for l, layer in enumerate(self.layers):
             if active.size == 0:
                 break                                                          # nobody left
-            x, routing = layer(x, x0_active, k, rng)
+            if trace is not None:
+                trace(f"layers.{l}.rows", active)
+            x, routing = layer(x, x0_active, k, rng, scope(trace, f"layers.{l}"))
             layers.append(LayerRouting(k, active, routing.mask))
             expert_loss = self._regularise(routing, expert_loss)
             gates_z.append(routing.logits)
@@ -214,6 +240,8 @@ class AdaEnsemble(Module):
             if out_local.size:
                 pieces.append(self.estimators[l](dispatch(x, out_local)))      # (n_exit,)
                 piece_rows.append(active[out_local])
+                if trace is not None:
+                    trace(f"estimators.{l}.logit", pieces[-1])
             active = active[keep_local]
             if active.size:
                 x, x0_active = dispatch(x, keep_local), dispatch(x0_active, keep_local)

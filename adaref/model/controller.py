@@ -45,6 +45,8 @@ class DepthController(Module):
     """DepthG(x) of §3.5.1 over X_0 (B, F, D): parameters are those of ``gate``
     (a :class:`NoisyCosineGate` with L depth embeddings)."""
 
+    EQUATION = "§3.5.1 (eqs. 7-9 over depths)"
+
     def __init__(self, config: ControllerConfig, in_features: int, num_layers: int, *,
                  rng: np.random.Generator, dtype=np.float64):
         super().__init__()

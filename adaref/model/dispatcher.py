@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from adaref import kernels
-from adaref.tensor import Function, RowSparseGrad, ShapeError, Tensor, is_grad_enabled
+from adaref.tensor import Function, RowSparseGrad, ShapeError, Tensor, is_grad_enabled, no_grad
 
 
 def _rows2d(a: np.ndarray) -> np.ndarray:
@@ -154,7 +154,7 @@ def _check_rows(op: str, rows: Sequence[np.ndarray], experts: Sequence[int], b: 
 
 def sparse_moe(x: Tensor, x0: Tensor, mask: np.ndarray, weights: Tensor,
                experts: Sequence, base: Tensor | None = None,
-               norm=None) -> tuple[Tensor, list[np.ndarray]]:
+               norm=None, trace=None) -> tuple[Tensor, list[np.ndarray]]:
     """Eq. 12: run each expert on its routed examples only and combine.
 
     Args:
@@ -186,8 +186,12 @@ def sparse_moe(x: Tensor, x0: Tensor, mask: np.ndarray, weights: Tensor,
     rows = [np.flatnonzero(mask[:, j]) for j in range(len(experts))]
     outputs, ran, ran_rows = [], [], []
     for j, (expert, r) in enumerate(zip(experts, rows)):
-        if r.size == 0:
-            continue                                  # no example routed here: not run
+        if r.size == 0:                               # no example routed here: not run
+            if trace is not None:
+                name = getattr(expert, "name", str(j))
+                trace(f"experts.{name}.rows", r.astype(np.int64))
+                trace(f"experts.{name}.output", np.zeros((0,) + x.shape[1:], dtype=x.dtype))
+            continue
         x0_r = dispatch(x0, r) if getattr(expert, "uses_x0", True) else None  # only if it reads X_0
         y = expert(dispatch(x, r), x0_r)              # (n_j, F, D)
         if y.shape != (len(r),) + x.shape[1:]:
@@ -196,6 +200,13 @@ def sparse_moe(x: Tensor, x0: Tensor, mask: np.ndarray, weights: Tensor,
         outputs.append(y)
         ran.append(j)
         ran_rows.append(r)
+        if trace is not None:
+            name = getattr(expert, "name", str(j))
+            trace(f"experts.{name}.rows", r.astype(np.int64))
+            trace(f"experts.{name}.output", y)
+    if trace is not None:
+        with no_grad():
+            trace("combined", combine(weights, outputs, ran_rows, ran, x.shape))
     if norm is not None and base is not None and not is_grad_enabled():
         return combine_norm(weights, outputs, ran_rows, ran, base, norm), rows     # inference
     y = combine(weights, outputs, ran_rows, ran, x.shape, base)

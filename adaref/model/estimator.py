@@ -20,6 +20,8 @@ class Estimator(Module):
     (4,)
     """
 
+    EQUATION = "eq. 17"
+
     def __init__(self, in_features: int, *, rng: np.random.Generator, dtype=np.float64):
         super().__init__()
         self.in_features = in_features

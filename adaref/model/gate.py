@@ -99,6 +99,11 @@ class NoisyCosineGate(Module):
     ([2, 2, 2, 2, 2], True)
     """
 
+    EQUATION = "eqs. 7-11"
+    PARAM_LAYOUTS = {"embeddings": "(N, d): row j is choice j's embedding e_j, in the model's expert "
+                                   "(or depth) order",
+                     "log_tau": "(1,): tau = exp(log_tau)", "tau": "(1,): tau itself"}
+
     def __init__(self, config: GateConfig, in_features: int, num_choices: int, *,
                  rng: np.random.Generator, dtype=np.float64):
         super().__init__()

@@ -7,6 +7,7 @@ from adaref.experts import build_expert, expert_configs
 from adaref.model.config import ModelConfig
 from adaref.model.dispatcher import sparse_moe
 from adaref.model.gate import GateOutput, NoisyCosineGate
+from adaref.model.trace import Trace, topk_indices
 from adaref.nn import LayerNorm, Module, ModuleDict
 from adaref.tensor import Tensor
 
@@ -26,6 +27,8 @@ class SparseMoELayer(Module):
     Shapes: x, x0 (B, F, D) -> (B, F, D).
     """
 
+    EQUATION = "eq. 12 + residual and norm"
+
     def __init__(self, config: ModelConfig, num_fields: int, *, rng: np.random.Generator,
                  dtype=np.float64):
         super().__init__()
@@ -40,13 +43,23 @@ class SparseMoELayer(Module):
         self.gate = NoisyCosineGate(config.gate, num_fields * d, len(self.names), rng=rng, dtype=dtype)
         self.norm = LayerNorm(d, dtype=dtype) if config.moe.norm == "layernorm" else None
 
-    def forward(self, x: Tensor, x0: Tensor, k: int,
-                rng: np.random.Generator | None = None) -> tuple[Tensor, GateOutput]:
+    def forward(self, x: Tensor, x0: Tensor, k: int, rng: np.random.Generator | None = None,
+                trace: Trace | None = None) -> tuple[Tensor, GateOutput]:
+        """``trace`` (optional) records ``gate.*``, ``experts.*``, ``combined`` and
+        ``output`` (:mod:`adaref.model.trace`)."""
         gate_input = x0 if self.config.gate.input == "x0" else x
         routing = self.gate(gate_input, k, rng)                              # (B, N) each
+        if trace is not None:
+            trace("gate.logits", routing.logits)
+            trace("gate.probs", routing.probs)
+            trace("gate.topk", topk_indices(routing.mask))
+            trace("gate.values", routing.gates)
+            trace("gate.weights", routing.weights)
         experts = [self.experts[name] for name in self.names]
         out, _ = sparse_moe(x, x0, routing.mask, routing.weights, experts,
-                            base=x, norm=self.norm)                          # (B, F, D): Norm(x + eq. 12)
+                            base=x, norm=self.norm, trace=trace)             # (B, F, D): Norm(x + eq. 12)
+        if trace is not None:
+            trace("output", out)
         return out, routing
 
     def expert_flops(self) -> np.ndarray:

@@ -66,6 +66,10 @@ class Embedding(Module):
     (2, 2, 4)
     """
 
+    EQUATION = "eq. 1"
+    PARAM_LAYOUTS = {"weight": "(sum_f V_f, D): field f's table at rows offsets[f]:offsets[f+1], "
+                               "row offsets[f] + id; id 0 is the OOV row"}
+
     def __init__(self, vocab_sizes: Sequence[int], dim: int, *, rng: np.random.Generator,
                  oov: Literal["learned", "zero"] = "learned", std: float | None = None,
                  dtype=np.float64):

@@ -20,6 +20,8 @@ class LayerNorm(Module):
     True
     """
 
+    PARAM_LAYOUTS = {"gain": "(D,) multiplies the normalised values", "bias": "(D,) added after the gain"}
+
     def __init__(self, dim: int, *, eps: float = 1e-5, dtype=np.float64):
         super().__init__()
         self.dim, self.eps = dim, eps

@@ -23,6 +23,10 @@ class Linear(Module):
     (3, 2)
     """
 
+    #: parameter -> layout (read by :func:`adaref.crosscheck.spec`)
+    PARAM_LAYOUTS = {"weight": "(in, out): y = x @ weight + bias (PyTorch stores the transpose)",
+                     "bias": "(out,)"}
+
     def __init__(self, in_features: int, out_features: int, *, rng: np.random.Generator,
                  bias: bool = True, dtype=np.float64):
         super().__init__()

@@ -77,6 +77,13 @@ class Module:
 
     training: bool = True
 
+    #: The paper's equation this module computes ("eq. 7"), for :func:`adaref.crosscheck.spec`;
+    #: a parameter's equation is that of the nearest module up its path that sets one.
+    EQUATION: str = ""
+    #: Local parameter name -> its layout (axis order, flatten order); every parameter of
+    #: a module must be listed (the spec test checks it).
+    PARAM_LAYOUTS: dict[str, str] = {}
+
     def __init__(self) -> None:
         self.training = True
 

@@ -1,0 +1,1 @@
+"""Cross-check toolkit (work in progress)."""
