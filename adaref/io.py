@@ -25,7 +25,8 @@ class NpzError(ValueError):
 
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray],
              meta: dict[str, Any] | None = None) -> Path:
-    """Write ``arrays`` (and ``meta`` as JSON) to ``path`` atomically.
+    """Write ``arrays`` (and ``meta``, if given, as JSON) to ``path`` atomically and
+    byte-reproducibly (:func:`write_npz`).
 
     The file is written under a temporary name in the same folder, flushed to disk and
     renamed over ``path``, so a reader never sees a half-written file and an
@@ -38,12 +39,13 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray],
         if np.asarray(value).dtype == object:
             raise NpzError(f"save_npz: array {key!r} has dtype object; only numeric arrays are saved")
     payload = dict(arrays)
-    payload[META_KEY] = np.frombuffer(json.dumps(meta or {}, sort_keys=True).encode(), dtype=np.uint8)
+    if meta is not None:          # without meta, a plain .npz (np.load shows only the arrays)
+        payload[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **payload)
+            write_npz(fh, payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -52,6 +54,18 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray],
             os.unlink(tmp)
         raise
     return path
+
+
+def write_npz(fh, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` to an open binary file, but byte-reproducible: every member gets the
+    same fixed timestamp (np.savez stamps the current time), so the same arrays give the
+    same bytes. Members are stored uncompressed, in the dict's order; no pickle."""
+    with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o600 << 16
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -1,0 +1,225 @@
+"""The property suite: Hypothesis-generated configurations, adaref against a port.
+
+For each generated :class:`Case` (preset, dtype, F, D, L, combine, gate input,
+normalisation, load fraction, z-loss, controller and its training form, the depth form
+run, k = 1..N, batch size, and two structural flags: ``tied_experts`` copies one
+expert's gate embedding onto another's, so the top-k tie rule decides; ``shallow``
+makes every depth score equal, so every example exits at layer 1 and the deeper layers
+of the hard form receive no example), the suite builds adaref's model with perturbed
+weights (:func:`adaref.crosscheck.golden.perturb`), gives the port the same config,
+vocabulary sizes and weights through its factory, runs both on the same ids and
+labels, and compares every named intermediate in forward order (component by
+component: gates, each expert on its rows, the combine, each layer's output, each
+estimator; then the whole model: probabilities and eq. 18's terms) and, if the port
+has ``gradients``, every gradient. A failure is shrunk by Hypothesis to the smallest
+configuration that still fails, and reported with its first divergent tensor.
+
+Requires ``hypothesis`` (``pip install 'adaref[test]'``).
+"""
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import asdict, dataclass
+from typing import TextIO
+
+import numpy as np
+
+from adaref.crosscheck.adapter import load_factory
+from adaref.crosscheck.compare import Row, check_tensor
+from adaref.crosscheck.golden import perturb
+from adaref.crosscheck.reference import Lambdas, forward, gradients
+from adaref.crosscheck.tolerances import TOLERANCES
+
+
+class SuiteError(ValueError):
+    """The suite cannot run (no Hypothesis, a factory that cannot be loaded)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    preset: str
+    dtype: str
+    fields: int
+    dim: int
+    num_layers: int
+    combine: str
+    gate_input: str
+    norm: str
+    load_fraction: str
+    z_loss: bool
+    controller: bool
+    train_form: str
+    form: str
+    k: int
+    batch: int
+    tied_experts: bool
+    shallow: bool
+    seed: int
+
+    def config(self):
+        from adaref.model import model_config
+
+        cfg = model_config(self.preset)
+        ctl = cfg.controller
+        prior = ctl.depth_prior if len(ctl.depth_prior) == self.num_layers else ()
+        gate = cfg.gate.replace(combine=self.combine, input=self.gate_input, jitter=0.0)
+        moe = cfg.moe.replace(norm=self.norm, load_fraction=self.load_fraction, z_loss=self.z_loss)
+        return cfg.replace(dim=self.dim, num_layers=self.num_layers, gate=gate, moe=moe,
+                           controller=ctl.replace(enabled=self.controller, train_form=self.train_form,
+                                                  depth_prior=prior, gate=ctl.gate.replace(jitter=0.0)))
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
+
+
+def cases(presets=("paper", "upstream"), dtypes=("float64", "float32")):
+    """The Hypothesis strategy of :class:`Case` (simplest values first, for shrinking)."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def draw_case(draw):
+        controller = draw(st.booleans().map(lambda b: not b))            # shrinks to True
+        train_form = draw(st.sampled_from(("soft", "straight_through", "hard")))
+        form = draw(st.sampled_from(("soft", "hard", "straight_through"))) if controller else "full"
+        return Case(
+            preset=draw(st.sampled_from(tuple(presets))),
+            dtype=draw(st.sampled_from(tuple(dtypes))),
+            fields=draw(st.integers(2, 6)),
+            dim=draw(st.integers(2, 6)),
+            num_layers=draw(st.integers(1, 3)),
+            combine=draw(st.sampled_from(("gates", "switch", "unweighted"))),
+            gate_input=draw(st.sampled_from(("x0", "prev"))),
+            norm=draw(st.sampled_from(("layernorm", "none"))),
+            load_fraction=draw(st.sampled_from(("argmax", "topk"))),
+            z_loss=draw(st.booleans()),
+            controller=controller, train_form=train_form, form=form,
+            k=draw(st.integers(1, 5)),
+            batch=draw(st.integers(1, 12)),
+            tied_experts=draw(st.booleans()),
+            shallow=draw(st.booleans()) if controller else False,
+            seed=draw(st.integers(0, 2**16)),
+        )
+
+    return draw_case()
+
+
+def build_case(case: Case):
+    """(config, vocab sizes, adaref model, ids, labels, lambdas) of a case."""
+    from adaref.model import AdaEnsemble
+
+    cfg = case.config()
+    rng = np.random.default_rng(case.seed)
+    vocab = [int(v) for v in rng.integers(2, 9, size=case.fields)]
+    model = AdaEnsemble(cfg, vocab, rng=rng, dtype=np.dtype(case.dtype))
+    perturb(model, rng)
+    if case.tied_experts:
+        for layer in model.layers:
+            e = layer.gate.embeddings.data
+            e[-1] = e[0]                                   # expert N-1 ties with expert 0
+    if case.shallow and cfg.controller.enabled:
+        e = model.controller.gate.embeddings.data
+        e[:] = e[0]                                        # every depth scores the same: exit at 1
+    ids = np.stack([rng.integers(0, v, size=case.batch) for v in vocab], axis=1).astype(np.int64)
+    labels = (rng.random(case.batch) < 0.5).astype(np.float64)
+    lambdas = Lambdas(0.01, 0.02, 0.5 if case.z_loss else 0.0)
+    return cfg, vocab, model, ids, labels, lambdas
+
+
+def compare_named(ours: dict, theirs: dict, dtype: str, what: str) -> list[Row]:
+    """Rows for every name either side records, in our (forward) order, then theirs."""
+    tol = TOLERANCES[dtype]
+    rows = []
+    for name, value in ours.items():
+        if name not in theirs:
+            rows.append(Row(f"{what}{name}", "missing", value.shape, message="the port did not return it"))
+        else:
+            rows.append(check_tensor(f"{what}{name}", theirs[name], value, tol["rtol"], tol["atol"]))
+    for name in theirs:
+        if name not in ours:
+            rows.append(Row(f"{what}{name}", "extra", message="the port returns it; adaref does not record it "
+                                                              "for this case (e.g. a layer no example reaches)"))
+    return rows
+
+
+def check_case(port_factory, case: Case, with_gradients: bool = True) -> list[Row]:
+    """Every row of one case (empty list of failures = agree)."""
+    import warnings
+
+    cfg, vocab, model, ids, labels, lambdas = build_case(case)
+    weights = model.state_dict()
+    port = port_factory(cfg, list(vocab), {n: w.copy() for n, w in weights.items()}, np.dtype(case.dtype))
+    lam = (lambdas.lambda1, lambdas.lambda2, lambdas.z)
+    k = min(case.k, len(cfg.moe.experts))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = forward(model, ids, labels, k=k, form=case.form, lambdas=lambdas)
+        theirs = port.forward(ids, labels, k=k, form=case.form, lambdas=lam)
+        rows = compare_named(ours, {n: np.asarray(v) for n, v in theirs.items()}, case.dtype, "")
+        if with_gradients and hasattr(port, "gradients"):
+            g_ours = gradients(model, ids, labels, k=k, form=case.form, lambdas=lambdas)
+            g_theirs = port.gradients(ids, labels, k=k, form=case.form, lambdas=lam)
+            rows += compare_named(g_ours, {n: np.asarray(v) for n, v in g_theirs.items()}, case.dtype, "")
+    return rows
+
+
+@dataclass
+class SuiteResult:
+    passed: bool
+    examples: int
+    case: Case | None = None
+    first: Row | None = None
+    failures: int = 0
+
+
+def run_suite(factory, *, examples: int = 40, seed: int = 0, presets=("paper", "upstream"),
+              dtypes=("float64", "float32"), gradients: bool = True, out: TextIO | None = None) -> SuiteResult:
+    """Run the suite against ``factory`` (a callable or ``"module:function"``)."""
+    try:
+        import hypothesis
+        from hypothesis import HealthCheck, given, settings
+    except ImportError:
+        raise SuiteError("the property suite needs Hypothesis: pip install 'adaref[test]'") from None
+    out = out if out is not None else sys.stdout
+    if isinstance(factory, str):
+        try:
+            factory = load_factory(factory)
+        except ValueError as e:
+            raise SuiteError(str(e)) from None
+    seen = {"n": 0}
+    last: dict = {}
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck), print_blob=False)
+    @given(cases(presets, dtypes))
+    def prop(case):
+        seen["n"] += 1
+        try:
+            rows = check_case(factory, case, gradients)
+        except Exception as e:          # a port that crashes on a case fails on it
+            rows = [Row("(port call)", "error", message=f"{type(e).__name__}: {e}")]
+        bad = [r for r in rows if not r.ok]
+        if bad:
+            last.update(case=case, first=bad[0], failures=len(bad))
+            raise AssertionError(f"first divergent tensor {bad[0].name}: {bad[0].status}: {bad[0].message}")
+
+    prop = hypothesis.seed(seed)(prop)
+    print(f"adaref.crosscheck test: up to {examples} generated configurations "
+          f"(presets {', '.join(presets)}; {', '.join(dtypes)}), seed {seed}", file=out)
+    buffer = io.StringIO()
+    try:
+        old = sys.stdout
+        sys.stdout = buffer                          # Hypothesis prints its own falsifying report
+        try:
+            prop()
+        finally:
+            sys.stdout = old
+    except AssertionError:
+        case, first = last.get("case"), last.get("first")
+        print(f"FAIL after shrinking; smallest failing configuration:\n  {case.describe()}", file=out)
+        print(f"first divergent tensor: {first.name}: {first.status}: {first.message}", file=out)
+        print(f"({last.get('failures')} tensor(s) differ in that case; {seen['n']} cases run)", file=out)
+        return SuiteResult(False, seen["n"], case, first, last.get("failures", 0))
+    print(f"PASS: {seen['n']} configurations agree on every named intermediate"
+          f"{' and gradient' if gradients else ''}", file=out)
+    return SuiteResult(True, seen["n"])

@@ -1,0 +1,292 @@
+"""``golden`` and ``compare``, library and command line: reproducible files, the shipped
+golden sets, every verdict and error path, exit codes 0/1/2."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adaref.crosscheck.__main__ import main
+from adaref.crosscheck.compare import compare, load_golden
+from adaref.io import load_npz
+
+SHIPPED = Path(__file__).parent / "golden"
+SMALL = ["--dim", "4", "--fields", "6", "--batch", "16", "--num-layers", "4"]
+
+
+def golden(tmp_path, *extra, name="g"):
+    out = tmp_path / name
+    assert main(["golden", "--out", str(out), *SMALL, *extra]) == 0
+    return out
+
+
+def dump(directory) -> dict:
+    _, tensors = load_golden(directory)
+    return dict(tensors)
+
+
+def save(tmp_path, arrays, name="theirs.npz"):
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return path
+
+
+# --- golden -------------------------------------------------------------------------
+def test_same_arguments_same_bytes(tmp_path):
+    a, b = golden(tmp_path, name="a"), golden(tmp_path, name="b")
+    for f in ("weights.npz", "inputs.npz", "outputs.npz", "grads.npz", "manifest.json"):
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    c = golden(tmp_path, "--seed", "1", name="c")
+    assert (a / "weights.npz").read_bytes() != (c / "weights.npz").read_bytes()
+
+
+@pytest.mark.parametrize("preset", ["paper", "upstream"])
+def test_shipped_golden_sets_do_not_drift(tmp_path, preset):
+    """Regenerate tests/golden/PRESET with the arguments it was made with: weights and
+    inputs byte-identical (pure RNG), integer tensors equal, floats within 1e-11 of the
+    shipped values (a change of the model's arithmetic moves them by far more; the
+    slack only allows another machine's BLAS rounding)."""
+    shipped = SHIPPED / preset
+    new = golden(tmp_path, "--preset", preset)
+    for f in ("weights.npz", "inputs.npz"):
+        assert (shipped / f).read_bytes() == (new / f).read_bytes(), f
+    m_old = json.loads((shipped / "manifest.json").read_text())
+    m_new = json.loads((new / "manifest.json").read_text())
+    for m in (m_old, m_new):
+        m.pop("versions")
+    assert m_old == m_new
+    report = compare(shipped, dump(new), rtol=1e-11, atol=1e-13)
+    assert report.agree, report.format(verbose=False)
+    assert len(report.rows) == len(m_old["outputs"]) + len(m_old["gradients"])
+
+
+def test_manifest_records_what_a_port_needs(tmp_path):
+    m = json.loads((golden(tmp_path, "--preset", "upstream") / "manifest.json").read_text())
+    assert m["preset"] == "upstream" and m["dtype"] == "float64" and m["k"] == 3
+    assert m["lambdas"] == {"lambda1": 1.0, "lambda2": 1.0, "z": 1.0}
+    assert m["gradient_form"] == "hard" and m["forms"] == ["soft", "hard"]
+    assert m["tolerances"] == {"rtol": 1e-9, "atol": 1e-12}
+    assert len(m["vocab_sizes"]) == 6 and m["config"]["gate"]["combine"] == "unweighted"
+    w, _ = load_npz(Path(m["spec"] and tmp_path / "g") / "weights.npz")
+    assert [p["name"] for p in m["spec"]["parameters"]] == list(w)
+    inputs, _ = load_npz(tmp_path / "g" / "inputs.npz")
+    assert inputs["ids"].dtype == np.int64 and set(np.unique(inputs["labels"])) == {0.0, 1.0}
+
+
+def test_weights_are_off_their_initial_values(tmp_path):
+    w, _ = load_npz(golden(tmp_path) / "weights.npz")
+    for name, a in w.items():
+        if name.endswith(("bias", ".b", "bc", "bo", "bq", "bk", "bv", "beta")):
+            assert np.all(a != 0), name                    # a bias on the wrong side shows
+        if name.endswith(("gain", "gamma")):
+            assert np.all(a != 1), name
+
+
+def test_float32_golden(tmp_path):
+    out = golden(tmp_path, "--dtype", "float32")
+    manifest, tensors = load_golden(out)
+    assert manifest["tolerances"] == {"rtol": 2e-3, "atol": 1e-5}
+    assert all(t.dtype == np.float32 for n, t in tensors.items() if t.dtype.kind == "f")
+
+
+def test_golden_from_prepared_data(tmp_path):
+    from adaref.data import load
+
+    data = load("criteo", sample=True, preset="paper", out=str(tmp_path / "data"))
+    out = tmp_path / "g"
+    assert main(["golden", "--out", str(out), "--dim", "4", "--num-layers", "2", "--batch", "8",
+                 "--data", str(tmp_path / "data")]) == 0
+    inputs, _ = load_npz(out / "inputs.npz")
+    ids, labels = data.subset("test")
+    assert np.array_equal(inputs["ids"], ids[:8]) and np.array_equal(inputs["labels"], labels[:8])
+    assert json.loads((out / "manifest.json").read_text())["vocab_sizes"] == data.vocab_sizes
+    assert main(["golden", "--out", str(tmp_path / "h"), "--batch", "100000",
+                 "--data", str(tmp_path / "data")]) == 2
+    assert main(["golden", "--out", str(tmp_path / "h"), "--preset", "upstream",
+                 "--data", str(tmp_path / "data")]) == 2        # paper-prepared data, upstream model
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--k", "6"], "k = 6 must be in [1, 5]"),
+    (["--preset", "paper", "--config", "x.json"], "not both"),
+    (["--config", "/nonexistent/config.json"], "No such file"),
+    (["--preset", "upstream", "--num-layers", "2"], "depth_prior"),
+    (["--data", "/nonexistent"], "--data /nonexistent"),
+])
+def test_golden_usage_errors(tmp_path, capsys, argv, message):
+    assert main(["golden", "--out", str(tmp_path / "g"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_golden_refuses_a_foreign_directory(tmp_path, capsys):
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "notes.txt").write_text("mine")
+    assert main(["golden", "--out", str(tmp_path / "g"), *SMALL]) == 2
+    assert "not a golden set" in capsys.readouterr().err
+    (tmp_path / "f").write_text("a file")
+    assert main(["golden", "--out", str(tmp_path / "f"), *SMALL]) == 2
+
+
+def test_golden_from_a_run_config(tmp_path):
+    from adaref.model import model_config
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model": model_config("paper", dim=4, num_layers=2).to_dict()}))
+    assert main(["golden", "--out", str(tmp_path / "g"), "--config", str(path), "--fields", "3"]) == 0
+    path.write_text(json.dumps({"model": {"dim": 4, "colour": 1}}))
+    assert main(["golden", "--out", str(tmp_path / "h"), "--config", str(path)]) == 2
+
+
+# --- compare --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("golden")
+    return golden(tmp)
+
+
+def run_compare(capsys, *argv):
+    code = main(["compare", *map(str, argv)])
+    return code, capsys.readouterr()
+
+
+def test_identical_dump_agrees(small, tmp_path, capsys):
+    code, out = run_compare(capsys, small, save(tmp_path, dump(small)))
+    assert code == 0 and "AGREE" in out.out and "first divergence" not in out.out
+
+
+def test_first_divergence_is_the_earliest_in_forward_order(small, tmp_path, capsys):
+    t = dump(small)
+    t["soft.layers.2.output"] = t["soft.layers.2.output"] + 1e-3          # later
+    busy = [n for n in t if n.startswith("soft.layers.1.experts.") and n.endswith(".output") and t[n].size][-1]
+    t[busy] = t[busy] * 1.001
+    code, out = run_compare(capsys, small, save(tmp_path, t), "--quiet")
+    assert code == 1
+    assert f"first divergence: {busy}: values" in out.out
+    assert "soft.layers.0" not in out.out                                  # quiet: no table
+
+
+def test_tolerance_is_the_dtype_s(small, tmp_path, capsys):
+    t = dump(small)
+    t["soft.prob"] = t["soft.prob"] * (1 + 1e-11)                         # within 1e-9
+    assert run_compare(capsys, small, save(tmp_path, t))[0] == 0
+    t["soft.prob"] = t["soft.prob"] * (1 + 1e-7)
+    assert run_compare(capsys, small, save(tmp_path, t))[0] == 1
+    assert run_compare(capsys, small, save(tmp_path, t), "--rtol", "1e-6")[0] == 0
+
+
+@pytest.mark.parametrize("change, status, words", [
+    (lambda t: t.update({"grad.layers.0.experts.cross.W": t["grad.layers.0.experts.cross.W"].T.copy()}),
+     "values", "grad.layers.0.experts.cross.W"),
+    (lambda t: t.update({"soft.layers.0.gate.logits": t["soft.layers.0.gate.logits"].T.copy()}),
+     "shape", "the transpose would match"),
+    (lambda t: t.update({"soft.layers.0.output": t["soft.layers.0.output"].reshape(16, -1)}),
+     "shape", "reshape or flatten order"),
+    (lambda t: t.pop("soft.embedding"), "missing", "not in their dump"),
+    (lambda t: t.update({"soft.prob": np.where(np.arange(16) == 3, np.nan, t["soft.prob"])}),
+     "nonfinite", "1 NaN/infinite value(s) where golden is finite; first at (3,)"),
+    (lambda t: t.update({"soft.prob": t["soft.prob"].astype(np.float32)}), "dtype", "--dtype float32"),
+    (lambda t: t.update({"soft.layers.0.gate.topk": t["soft.layers.0.gate.topk"][:, ::-1].copy()}),
+     "integers", "differ; first at"),
+    (lambda t: t.update({"hard.controller.exit_depth": t["hard.controller.exit_depth"].astype(str)}),
+     "dtype", "golden integer"),
+])
+def test_each_failure_is_named(small, tmp_path, capsys, change, status, words):
+    t = dump(small)
+    change(t)
+    code, out = run_compare(capsys, small, save(tmp_path, t))
+    assert code == 1
+    first = [l for l in out.out.splitlines() if l.startswith("first divergence")][0]
+    assert f": {status}:" in first
+    if words:
+        assert words in first
+
+
+def test_extra_names_are_noted_with_a_suggestion(small, tmp_path, capsys):
+    t = dump(small)
+    t["soft.layers.0.gate.logit"] = t.pop("soft.layers.0.gate.logits")
+    code, out = run_compare(capsys, small, save(tmp_path, t))
+    assert code == 1
+    assert "their 'soft.layers.0.gate.logit' is not a golden tensor; ignored (did you mean " \
+           "soft.layers.0.gate.logits?)" in out.out
+
+
+def test_names_map_only_and_allow_missing(small, tmp_path, capsys):
+    t = dump(small)
+    t["mine/prob"] = t.pop("hard.prob")
+    theirs = save(tmp_path, t)
+    (tmp_path / "map.json").write_text(json.dumps({"mine/prob": "hard.prob"}))
+    assert run_compare(capsys, small, theirs, "--names", tmp_path / "map.json")[0] == 0
+    only = save(tmp_path, {k: v for k, v in dump(small).items() if k.startswith("hard.")}, "hard.npz")
+    assert run_compare(capsys, small, only)[0] == 1
+    assert run_compare(capsys, small, only, "--only", "hard.*")[0] == 0
+    code, out = run_compare(capsys, small, only, "--allow-missing")
+    assert code == 0 and "absent (allowed)" in out.out
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d, tmp: (tmp / "nothing", d), "not a directory"),
+    (lambda d, tmp: (d, tmp / "missing.npz"), "no such file"),
+    (lambda d, tmp: (d, (tmp / "text.npz", (tmp / "text.npz").write_text("hello"))[0]), "not a .npz file"),
+    (lambda d, tmp: (d, (tmp / "obj.npz", np.savez(tmp / "obj.npz", a=np.array([{}], dtype=object)))[0]),
+     "refusing to unpickle"),
+])
+def test_compare_usage_errors(small, tmp_path, capsys, make, message):
+    golden_dir, theirs = make(small, tmp_path)
+    code, out = run_compare(capsys, golden_dir, theirs)
+    assert code == 2 and message in out.err and "Traceback" not in out.err
+
+
+def test_incomplete_golden_and_bad_map(small, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in ("weights.npz", "inputs.npz", "outputs.npz", "manifest.json"):
+        (broken / f).write_bytes((small / f).read_bytes())
+    code, out = run_compare(capsys, broken, save(tmp_path, dump(small)))
+    assert code == 2 and "missing grads.npz" in out.err
+    (tmp_path / "map.json").write_text("[1, 2]")
+    code, out = run_compare(capsys, small, save(tmp_path, dump(small)), "--names", tmp_path / "map.json")
+    assert code == 2 and "must be a JSON object" in out.err
+    code, out = run_compare(capsys, small, save(tmp_path, dump(small)), "--only", "nothing.*")
+    assert code == 2 and "matches no golden tensor" in out.err
+
+
+# --- CLI --------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["spec", "golden", "compare", "test"])
+def test_help_for_every_command(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: python -m adaref.crosscheck " + command in capsys.readouterr().out
+
+
+def test_no_command_and_abbreviations(capsys):
+    assert main([]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["golden", "--out", "x", "--bat", "3"])
+    assert e.value.code == 2
+
+
+def test_spec_command(tmp_path, capsys):
+    assert main(["spec", "--preset", "upstream", "--fields", "38", "--out", str(tmp_path / "s.json")]) == 0
+    assert "spec: 147 parameters" in capsys.readouterr().out
+    spec = json.loads((tmp_path / "s.json").read_text())
+    params = {p["name"]: p for p in spec["parameters"]}
+    assert params["layers.0.experts.cross.W"]["shape"] == [608, 608]
+    assert params["layers.0.experts.conv.Wc"]["layout"].startswith("(K, C, O)")
+    assert params["controller.gate.tau"]["equation"] == "eqs. 7-11"
+    assert spec["forms"]["hard"][0]["name"] == "embedding"
+    assert main(["spec", "--dim", "4", "--num-layers", "2", "--fields", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["dims"]["F"] == 3
+
+
+def test_test_command_self_check_and_bad_factory(capsys):
+    assert main(["test", "adaref.crosscheck.reference:build", "--examples", "5"]) == 0
+    assert "PASS: 5 configurations" in capsys.readouterr().out
+    assert main(["test", "adaref.crosscheck.reference"]) == 2
+    assert "expected MODULE:FACTORY" in capsys.readouterr().err
+    assert main(["test", "adaref.nonexistent:build"]) == 2
+    assert main(["test", "adaref.crosscheck.reference:nothing"]) == 2
