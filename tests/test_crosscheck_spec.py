@@ -189,3 +189,14 @@ def test_gradients_are_the_objective_s(name):
         down = total()
         table.data[row, d] = old
         np.testing.assert_allclose(expect[d], (up - down) / 2e-6, rtol=1e-5, atol=1e-9)
+
+
+def test_the_documented_names_are_the_recorded_ones():
+    """docs/crosscheck.md's table lists every pattern of NAMES, in order, with its shape."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "crosscheck.md").read_text()
+    rows = [line.split("|")[1:3] for line in doc.splitlines() if line.startswith("| `")
+            and line.split("|")[1].strip().strip("`") in NAMES]
+    assert [r[0].strip().strip("`") for r in rows] == list(NAMES)
+    assert [r[1].strip() for r in rows] == [shape for shape, _ in NAMES.values()]

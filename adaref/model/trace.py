@@ -40,10 +40,11 @@ NAMES: dict[str, tuple[str, str]] = {
                              "the examples exiting at l"),
     "logit": ("(B,)", "the predicting estimator's logit (hard and full forms only)"),
     "prob": ("(B,)", "y_hat: sigmoid(logit), or the depth mixture sum_l p_l y_hat_l (soft/straight-through)"),
-    "loss.log_loss": ("()", "eq. 18 log-loss term"),
     "loss.expert": ("()", "eq. 16 summed over layers (lambda_1 term, unweighted)"),
     "loss.depth": ("()", "eq. 16 over depths (lambda_2 term, unweighted)"),
-    "loss.z": ("()", "router z-loss summed over gates (upstream; weight z)"),
+    "loss.z": ("()", "router z-loss mean(logsumexp(g)^2) summed over gates (upstream; weight z)"),
+    "loss.log_loss": ("()", "eq. 18 log-loss: mean softplus(z) - y z from the logit (hard, full); "
+                      "from prob clipped to [1e-7, 1 - 1e-7] (soft, straight-through)"),
     "loss.total": ("()", "eq. 18: log_loss + lambda_1 expert + lambda_2 depth (+ z z-loss)"),
 }
 
