@@ -59,6 +59,13 @@ class Part:
     shape: tuple[int, ...]
     ops: tuple[dict, ...] = ()
 
+    def __post_init__(self):     # plain JSON values: parts compare with == and serialise as given
+        if not all(isinstance(op, dict) for op in self.ops):
+            raise MappingError(f"part {self.theirs!r}: every op must be an object like "
+                               f"{{\"op\": \"transpose\", \"axes\": [1, 0]}}, got {list(self.ops)!r}")
+        object.__setattr__(self, "ops", tuple(_jsonable(op) for op in self.ops))
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -95,9 +102,11 @@ def _check_op(op: dict, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         if int(np.prod(new)) != int(np.prod(shape)):
             raise MappingError(f"{where}: cannot reshape {shape} to {new}")
         return new
+    index = np.asarray(op.get("index", []))
+    if kind in ("permute", "rows") and index.size and index.dtype.kind not in "iu":
+        raise MappingError(f"{where}: {kind} index must hold integers, got {index.dtype} values")
     if kind == "permute":
         a = axis_of()
-        index = np.asarray(op.get("index", []))
         if index.ndim != 1 or not np.array_equal(np.sort(index), np.arange(shape[a])):
             raise MappingError(f"{where}: permute index must be a permutation of 0..{shape[a] - 1} "
                                f"(axis {a} of {shape})")
@@ -108,7 +117,6 @@ def _check_op(op: dict, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= shape[a]):
             raise MappingError(f"{where}: slice [{start}, {stop}) is not inside axis {a} of {shape}")
         return shape[:a] + (stop - start,) + shape[a + 1:]
-    index = np.asarray(op.get("index", []))                                  # rows
     if nd < 1 or index.ndim != 1 or (index.size and (index.min() < -1 or index.max() >= shape[0])):
         raise MappingError(f"{where}: rows index must be a list of row numbers in [-1, {shape[0] if nd else 0}) "
                            f"of their shape {shape}")
@@ -302,7 +310,7 @@ class Mapping:
             rules = tuple(Rule(r["adaref"], tuple(Part(p["theirs"], tuple(p["shape"]), tuple(p.get("ops", ())))
                                                   for p in r["parts"]), int(r.get("axis", 0)))
                           for r in doc["rules"])
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise MappingError(f"{where}: malformed rule ({type(e).__name__}: {e})") from None
         return cls(str(doc.get("name", where)), rules)
 
@@ -388,7 +396,7 @@ def torch_mapping(config, vocab_sizes: Sequence[int], *, model=None) -> Mapping:
         shape = tuple(p.shape)
         if layout.startswith("(K, C, O)"):
             rules.append(Rule(name, (Part(name, shape[::-1], ({"op": "transpose", "axes": [2, 1, 0]},)),)))
-        elif layout.startswith("(in ") and len(shape) == 2:
+        elif layout.startswith("(in") and len(shape) == 2:        # "(in F*D, ..." and Linear's "(in, out)"
             ops: tuple[dict, ...] = ({"op": "transpose", "axes": [1, 0]},)
             if getattr(module, "name", "") == "conv" and local == "Wo":
                 t_p, o = module.pooled, module.config.filters
