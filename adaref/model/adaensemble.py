@@ -240,8 +240,8 @@ class AdaEnsemble(Module):
             if out_local.size:
                 pieces.append(self.estimators[l](dispatch(x, out_local)))      # (n_exit,)
                 piece_rows.append(active[out_local])
-                if trace is not None:
-                    trace(f"estimators.{l}.logit", pieces[-1])
+            if trace is not None:                                              # (n_exit,), maybe (0,)
+                trace(f"estimators.{l}.logit", pieces[-1] if out_local.size else np.zeros(0, self.dtype))
             active = active[keep_local]
             if active.size:
                 x, x0_active = dispatch(x, keep_local), dispatch(x0_active, keep_local)

@@ -77,6 +77,23 @@ def l2_normalize(x: Tensor, axis: int = -1) -> Tensor:
     return x / ops.sqrt(ops.clip(ops.sum(x * x, axis=axis, keepdims=True), lo=L2_EPS))
 
 
+def cosine_scores(h: Tensor, e: Tensor) -> Tensor:
+    """s[b, j] = sum_i h[b, i] e[j, i] for unit rows h (B, d), e (N, d): (B, N).
+
+    Computed as one elementwise product and a sum over d, not a matrix product: every
+    score is then reduced in the same order, so two choices with equal embeddings get
+    bit-equal scores and the top-k tie rule (lowest index) decides between them. A BLAS
+    product does not promise that (a one-row product rounds identical columns
+    differently about half the time).
+
+    >>> e = Tensor(np.array([[0.6, 0.8], [0.0, 1.0], [0.6, 0.8]]))
+    >>> s = cosine_scores(Tensor(np.array([[0.28, 0.96]])), e).data
+    >>> bool(s[0, 0] == s[0, 2])
+    True
+    """
+    return ops.sum(h.reshape(h.shape[0], 1, h.shape[1]) * e.reshape(1, *e.shape), axis=-1)
+
+
 class NoisyCosineGate(Module):
     """Eqs. 7-11 for one SparseMoE layer (or the depth controller).
 
@@ -169,7 +186,7 @@ class NoisyCosineGate(Module):
             noise = rng.uniform(1 - cfg.jitter, 1 + cfg.jitter, size=flat.shape)
             flat = flat * noise.astype(flat.dtype)                       # eq. 7 jitter
         h = self.project(self._act(self.reduce(flat)))                   # (B, d)
-        s = l2_normalize(h) @ l2_normalize(self.embeddings).T            # (B, N), eq. 8
+        s = cosine_scores(l2_normalize(h), l2_normalize(self.embeddings))  # (B, N), eq. 8
         return s / self.temperature()                                    # (B, N), eq. 9
 
     def forward(self, x: Tensor, k: int, rng: np.random.Generator | None = None) -> GateOutput:

@@ -37,7 +37,7 @@ NAMES: dict[str, tuple[str, str]] = {
     "layers.{l}.combined": ("(n_l, F, D)", "y = sum_j w_j E_j, eq. 12"),
     "layers.{l}.output": ("(n_l, F, D)", "X_l = Norm(X_{l-1} + y)"),
     "estimators.{l}.logit": ("(n_l,) or (n_exit,)", "eq. 17 before the sigmoid; in the hard form only "
-                             "the examples exiting at l"),
+                             "the examples exiting at l (empty if none does)"),
     "logit": ("(B,)", "the predicting estimator's logit (hard and full forms only)"),
     "prob": ("(B,)", "y_hat: sigmoid(logit), or the depth mixture sum_l p_l y_hat_l (soft/straight-through)"),
     "loss.expert": ("()", "eq. 16 summed over layers (lambda_1 term, unweighted)"),

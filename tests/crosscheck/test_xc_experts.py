@@ -1,6 +1,8 @@
-"""Each expert of adaref.experts against the PyTorch implementation of xc_torch, for both
+"""Each expert of adaref.experts against the PyTorch implementation of
+adaref.crosscheck.torch_port, for both
 presets' configs (and a few options), with random (non-zero) weights and biases copied
-into torch by name and layout: outputs and all gradients (inputs and parameters)."""
+into torch by name and layout (the
+port's layout mapping: the conv output Dense reads its input channel-major): outputs and all gradients (inputs and parameters)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +13,9 @@ import adaref
 from adaref.experts import build_expert, expert_configs
 from adaref.tensor import dense
 
-import xc_torch as xt
+from adaref.crosscheck import torch_port as xt
+
+import xc_support as xs
 
 RTOL, ATOL = 1e-10, 1e-12
 F_, D_, B_ = 14, 4, 6
@@ -38,7 +42,7 @@ def check_expert(name, cfg, rng, f=F_, d=D_):
     u = rng.standard_normal(ya.shape)
     ya.backward(u)
     # torch
-    p = xt.to_torch(state)
+    p = xs.to_torch(expert, state)
     xtt, x0t = torch.tensor(x, requires_grad=True), torch.tensor(x0, requires_grad=True)
     yt = xt.EXPERTS[name](p, expert.config, xtt, x0t)
     yt.backward(torch.from_numpy(u))
@@ -48,7 +52,7 @@ def check_expert(name, cfg, rng, f=F_, d=D_):
     g0 = np.zeros_like(x0) if x0a.grad is None else x0a.grad
     np.testing.assert_allclose(g0, x0t.grad.numpy() if x0t.grad is not None else 0 * x0,
                                rtol=RTOL, atol=ATOL, err_msg="grad x0")
-    tg = xt.grads_to_adaref(p)
+    tg = xs.grads_to_adaref(expert, p)
     for n, prm in expert.named_parameters():
         np.testing.assert_allclose(dense(prm.grad), tg[n], rtol=RTOL, atol=ATOL, err_msg=f"grad {n}")
         diffs[n] = np.max(np.abs(dense(prm.grad) - tg[n]))

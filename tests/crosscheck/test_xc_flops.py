@@ -20,7 +20,9 @@ from adaref.model import GateConfig
 from adaref.model.estimator import Estimator
 from adaref.model.gate import NoisyCosineGate
 
-import xc_torch as xt
+from adaref.crosscheck import torch_port as xt
+
+import xc_support as xs
 
 ZERO = {"view", "t", "transpose", "clone", "_unsafe_view", "unsqueeze", "squeeze", "permute",
         "constant_pad_nd", "repeat", "empty", "expand", "slice", "select", "reshape", "alias",
@@ -107,7 +109,7 @@ def per_example(fn, sizes=(2, 5)):
 def test_expert_flops(name, preset, f, d, rng):
     cfg = expert_configs(preset)[name]
     expert = build_expert(name, cfg, f, d, rng=rng)
-    p = xt.to_torch(expert.state_dict(), requires_grad=False)
+    p = xs.to_torch(expert, requires_grad=False)
 
     def run(b):
         x = torch.randn(b, f, d, dtype=torch.float64)
@@ -122,7 +124,7 @@ def test_expert_flops(name, preset, f, d, rng):
 def test_expert_flops_options(name, options, rng):
     cfg = expert_configs("paper")[name].replace(**options)
     expert = build_expert(name, cfg, 9, 4, rng=rng)
-    p = xt.to_torch(expert.state_dict(), requires_grad=False)
+    p = xs.to_torch(expert, requires_grad=False)
 
     def run(b):
         x = torch.randn(b, 9, 4, dtype=torch.float64)
@@ -132,7 +134,7 @@ def test_expert_flops_options(name, options, rng):
 
 def _gate_count(cfg, f, d, n, rng):
     gate = NoisyCosineGate(cfg, f * d, n, rng=rng)
-    p = xt.to_torch(gate.state_dict(), requires_grad=False)
+    p = xs.to_torch(gate, requires_grad=False)
 
     def run(b):
         xt.gate(p, cfg, torch.randn(b, f, d, dtype=torch.float64), 2)
@@ -161,7 +163,7 @@ def test_gate_flops_count_the_jitter_in_training_mode(rng):
 
 def test_estimator_flops(rng):
     est = Estimator(24, rng=rng)
-    p = xt.to_torch(est.state_dict(), requires_grad=False)
+    p = xs.to_torch(est, requires_grad=False)
 
     def run(b):
         x = torch.randn(b, 24, dtype=torch.float64)
@@ -202,7 +204,7 @@ def test_route_flops_follow_each_examples_route(preset, form, rng):
     ids = np.stack([rng.integers(0, v, 16) for v in vocab], axis=1)
     out = model(ids, k=2, form=form)
     ecfgs = {n: model.layers[0].experts[n].config for n in cfg.moe.experts}
-    ref = xt.model_forward(xt.to_torch(state, requires_grad=False), cfg, ecfgs, vocab, ids, 2, form)
+    ref = xt.model_forward(xs.to_torch(model, state, requires_grad=False), cfg, ecfgs, vocab, ids, 2, form)
     fd = len(vocab) * 4
     want = np.full(len(ids), model.controller.flops())
     for l, layer in enumerate(model.layers):

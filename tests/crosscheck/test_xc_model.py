@@ -1,6 +1,7 @@
 """The gate (eqs. 7-11), the sparse dispatcher (eq. 12), the regularisers (eqs. 13-16,
 z-loss) and the whole AdaEnsemble model (both presets; soft, straight-through and hard
-forms; no controller) against the PyTorch implementation of xc_torch, same weights and
+forms; no controller) against the PyTorch implementation of
+adaref.crosscheck.torch_port, same weights and
 inputs: outputs and every parameter gradient (float64)."""
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from adaref.model.gate import NoisyCosineGate
 from adaref.model.regularizers import balance_loss, distribution_loss, load_fractions, z_loss
 from adaref.tensor import dense
 
-import xc_torch as xt
+from adaref.crosscheck import torch_port as xt
+
+import xc_support as xs
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -64,7 +67,7 @@ def test_gate(which, k, rng):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = gate(xa, k)
-    p = xt.to_torch(state)
+    p = xs.to_torch(gate, state)
     xtt = torch.tensor(x0, requires_grad=True)
     g, probs, mask, gates, w = xt.gate(p, cfg, xtt, k)
     assert np.array_equal(out.mask, mask.numpy())
@@ -82,7 +85,7 @@ def test_gate(which, k, rng):
         assert xa.grad is None or not np.any(dense(xa.grad)) and xtt.grad is None
     else:
         close(xa.grad, xtt.grad.numpy(), "grad x0")
-    tg = xt.grads_to_adaref(p)
+    tg = xs.grads_to_adaref(gate, p)
     for name, prm in gate.named_parameters():
         close(prm.grad if prm.grad is not None else np.zeros(prm.shape), tg[name], f"grad {name}")
 
@@ -96,7 +99,7 @@ def test_gate_topk_ties_lowest_index():
     e[2] = e[1]
     e[3] = e[0]
     x = np.random.default_rng(1).standard_normal((20, 2, 4))
-    p = xt.to_torch(gate.state_dict())
+    p = xs.to_torch(gate)
     for k in (1, 2, 3):
         out = gate(adaref.Tensor(x), k)
         _, _, mask, _, _ = xt.gate(p, cfg, torch.tensor(x), k)
@@ -126,7 +129,7 @@ def test_sparse_dispatcher_eq12(preset, k, rng):
     wts = np.where(mask, rng.uniform(0.2, 1.0, mask.shape), 0.0)
     xa, x0a, wa = (adaref.Tensor(v, requires_grad=True) for v in (x, x0, wts))
     ya, rows = sparse_moe(xa, x0a, mask, wa, experts)
-    ps = [xt.to_torch(s) for s in states]
+    ps = [xs.to_torch(e, s) for e, s in zip(experts, states)]
     xtt, x0t, wt = (torch.tensor(v, requires_grad=True) for v in (x, x0, wts))
     fns = [(lambda fn, p, c: (lambda a, a0: fn(p, c, a, a0)))(xt.EXPERTS[nm], p, cfgs[nm])
            for nm, p in zip(names, ps)]
@@ -142,7 +145,7 @@ def test_sparse_dispatcher_eq12(preset, k, rng):
     close(np.where(mask, wa.grad, 0), np.where(mask, wt.grad.numpy(), 0), "grad w (selected)")
     assert not np.any(wa.grad[~mask])
     for e, p in zip(experts, ps):
-        tg = xt.grads_to_adaref(p)
+        tg = xs.grads_to_adaref(e, p)
         for name, prm in e.named_parameters():
             got = np.zeros(prm.shape) if prm.grad is None else dense(prm.grad)
             close(got, tg[name], f"grad {e.name}.{name}")
@@ -212,7 +215,7 @@ def run_both(model, state, ids, k, form, rng, train=False):
         warnings.simplefilter("ignore")
         out = model(ids, k=k, form=form if cfg.controller.enabled else None)
     ecfgs = {n: model.layers[0].experts[n].config for n in cfg.moe.experts}
-    p = xt.to_torch(state)
+    p = xs.to_torch(model, state)
     ref = xt.model_forward(p, cfg, ecfgs, VOCAB, ids, k, out.form)
     u = rng.standard_normal(b)
     c = rng.standard_normal(3)
@@ -241,7 +244,7 @@ def compare(model, out, ref, p):
     if out.z_loss is not None:
         diffs["z_loss"] = close(out.z_loss.data, ref["z_loss"].detach().numpy(), "z_loss")
     assert np.array_equal(out.routing.exit_depth, ref["exit_depth"].numpy())
-    tg = xt.grads_to_adaref(p)
+    tg = xs.grads_to_adaref(model, p)
     worst = 0.0
     for name, prm in model.named_parameters():
         got = np.zeros(prm.shape) if prm.grad is None else dense(prm.grad)
@@ -304,7 +307,7 @@ def test_hard_exit_equals_full_depth_read_at_exit(rng):
     model.eval()
     ids = ids_for(rng, 30)
     hard = model(ids, k=2, form="hard")
-    p = xt.to_torch(state, requires_grad=False)
+    p = xs.to_torch(model, state, requires_grad=False)
     ecfgs = {n: model.layers[0].experts[n].config for n in model.config.moe.experts}
     ref = xt.model_forward(p, model.config, ecfgs, VOCAB, ids, 2, "hard")
     close(hard.logit.data, ref["logit"].numpy(), "hard logit")
@@ -320,7 +323,7 @@ def test_gate_jitter_training_only(eps, rng):
     gate = NoisyCosineGate(cfg, f * d, n, rng=rng)
     randomise(gate, rng)
     x0 = rng.standard_normal((b, f, d))
-    p = xt.to_torch(gate.state_dict(), requires_grad=False)
+    p = xs.to_torch(gate, requires_grad=False)
     plain = xt.gate_logits(p, cfg, torch.tensor(x0)).numpy()
     out = gate.eval()(adaref.Tensor(x0), 2, rng=np.random.default_rng(5))
     close(out.logits.data, plain, "eval: no jitter")
@@ -358,7 +361,7 @@ def test_model_at_authors_size(preset, form, rng):
     model.train(form != "hard")
     out = model(ids, k=3, form=form)
     ecfgs = {n: model.layers[0].experts[n].config for n in cfg.moe.experts}
-    p = xt.to_torch(state)
+    p = xs.to_torch(model, state)
     ref = xt.model_forward(p, cfg, ecfgs, vocab, ids, 3, form)
     u = rng.standard_normal(12)
     sa = (out.prob * u).sum() + out.expert_loss + out.depth_loss
@@ -384,12 +387,12 @@ def test_gate_with_zero_hidden_state(rng):
     x0 = rng.standard_normal((3, 2, 4))
     out = gate(adaref.Tensor(x0), 2)
     assert np.all(out.logits.data == 0) and out.mask[:, :2].all()
-    p = xt.to_torch(state)
+    p = xs.to_torch(gate, state)
     g, *_ = xt.gate(p, cfg, torch.tensor(x0), 2)
     u = rng.standard_normal(g.shape)
     gate.zero_grad()
     (out.logits * u).sum().backward()
     (g * torch.from_numpy(u)).sum().backward()
-    tg = xt.grads_to_adaref(p)
+    tg = xs.grads_to_adaref(gate, p)
     for name, prm in gate.named_parameters():
         close(prm.grad if prm.grad is not None else np.zeros(prm.shape), tg[name], f"grad {name}")

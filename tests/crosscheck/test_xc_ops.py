@@ -269,7 +269,7 @@ def test_embedding_sparse_gradient_densified(sparse, rng):
 
 
 def test_topk_mask_vs_stable_sort_and_torch_topk(rng):
-    from xc_torch import topk_mask
+    from adaref.crosscheck.torch_port import topk_mask
     x = np.round(rng.standard_normal((50, 5)), 1)          # many ties
     x[0] = 2.0
     for k in range(1, 6):

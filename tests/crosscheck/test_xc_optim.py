@@ -10,7 +10,7 @@ from adaref.nn import Parameter
 from adaref.optim import FTRL, Adam, GroupFTRL
 from adaref.tensor import RowSparseGrad
 
-import xc_torch as xt
+import xc_support as xs
 
 STEPS = 6
 
@@ -107,7 +107,7 @@ def test_ftrl_vs_mcmahan_zero_start(l1, l2, rng):
     shape = (3, 4)
     wa = Parameter(np.zeros(shape))
     opt = FTRL([("w", wa)], alpha=0.1, beta=1.0, l1=l1, l2=l2, z_init="zero")
-    ref = xt.McMahanFTRL(shape, 0.1, 1.0, l1, l2)
+    ref = xs.McMahanFTRL(shape, 0.1, 1.0, l1, l2)
     for g in grads(rng, shape):
         g = g * 0.5
         wa.grad = g.copy()
@@ -126,7 +126,7 @@ def test_ftrl_from_weights_vs_mcmahan_with_centred_z(rng):
     w0 = rng.standard_normal(shape)
     wa = Parameter(w0.copy())
     opt = FTRL([("w", wa)], alpha=0.1, beta=1.0, l1=0.0, l2=0.0, z_init="from_weights")
-    ref = xt.McMahanFTRL(shape, 0.1, 1.0, 0.0, 0.0, z0=-(1.0 / 0.1) * w0)
+    ref = xs.McMahanFTRL(shape, 0.1, 1.0, 0.0, 0.0, z0=-(1.0 / 0.1) * w0)
     np.testing.assert_allclose(ref.weights(), w0, rtol=1e-14)
     for g in grads(rng, shape):
         wa.grad = g.copy()
@@ -140,7 +140,7 @@ def test_ftrl_lazy_rows_vs_mcmahan(rng):
     v, d = 6, 2
     wa = Parameter(np.zeros((v, d)))
     opt = FTRL([("emb", wa)], alpha=0.2, beta=1.0, l1=0.02, l2=0.1, z_init="zero")
-    ref = xt.McMahanFTRL((v, d), 0.2, 1.0, 0.02, 0.1)
+    ref = xs.McMahanFTRL((v, d), 0.2, 1.0, 0.02, 0.1)
     for _ in range(STEPS):
         rows = np.sort(rng.choice(v, size=3, replace=False))
         vals = rng.standard_normal((3, d))
@@ -163,7 +163,7 @@ def test_ftrl_random_init_with_l1_uses_stored_weights_first(rng):
     g = rng.standard_normal(shape)
     wa.grad = g.copy()
     opt.step()
-    ref = xt.McMahanFTRL(shape, alpha, beta, l1, 0.0, z0=-(beta / alpha) * w0)
+    ref = xs.McMahanFTRL(shape, alpha, beta, l1, 0.0, z0=-(beta / alpha) * w0)
     assert not np.allclose(ref.weights(), w0)         # McMahan's w_1 would be shrunk
     # one step by hand with the stored w_0 in sigma * w:
     sigma = np.abs(g) / alpha

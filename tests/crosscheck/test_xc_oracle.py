@@ -1,5 +1,5 @@
 """adaref.check_vjp (adaref's array-level gradient oracle) applied to the *PyTorch*
-implementation in xc_torch: a demonstration that the oracle checks another framework's
+implementation in adaref.crosscheck.torch_port: a demonstration that the oracle checks another framework's
 gradients (central differences of the torch forward against torch.autograd's VJP)."""
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import adaref
 from adaref.experts import expert_configs
 from adaref.model import GateConfig
 
-import xc_torch as xt
+from adaref.crosscheck import torch_port as xt
+
+import xc_support as xs
 
 
 def torch_vjp_pair(fn):
@@ -37,8 +39,8 @@ def test_check_vjp_on_torch_expert(name, preset, rng):
     expert = build_expert(name, cfg, f, d, rng=rng)
     names = [n for n, _ in expert.named_parameters()]
     # torch-layout parameter arrays (what the torch module holds)
-    p0 = {n: v.detach().numpy().copy() for n, v in xt.to_torch(
-        {n: rng.standard_normal(p.shape) * 0.5 for n, p in expert.named_parameters()}).items()}
+    p0 = {n: v.detach().numpy().copy() for n, v in xs.to_torch(
+        expert, {n: rng.standard_normal(p.shape) * 0.5 for n, p in expert.named_parameters()}).items()}
 
     def fn(x, x0, *params):
         return xt.EXPERTS[name](dict(zip(names, params)), cfg, x, x0)
@@ -54,8 +56,8 @@ def test_check_vjp_on_torch_gate(rng):
     from adaref.model.gate import NoisyCosineGate
     gate = NoisyCosineGate(cfg, f * d, n, rng=rng)
     names = [nm for nm, _ in gate.named_parameters()]
-    p0 = xt.to_torch({nm: p.data + 0.1 * rng.standard_normal(p.shape)
-                      for nm, p in gate.named_parameters()})
+    p0 = xs.to_torch(gate, {nm: p.data + 0.1 * rng.standard_normal(p.shape)
+                            for nm, p in gate.named_parameters()})
 
     def fn(x0, *params):
         _, probs, _, gates, _ = xt.gate(dict(zip(names, params)), cfg, x0, 2)
