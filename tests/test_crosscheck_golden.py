@@ -283,6 +283,24 @@ def test_spec_command(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["dims"]["F"] == 3
 
 
+def test_spec_to_an_unwritable_path(tmp_path, capsys):
+    assert main(["spec", "--out", str(tmp_path / "no" / "such" / "dir.json")]) == 2
+    err = capsys.readouterr().err
+    assert "dir.json: No such file or directory" in err and "Traceback" not in err
+
+
+def test_import_adaref_and_the_toolkit_without_torch():
+    """`import adaref` (and the toolkit, and even torch_port's module) never needs torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import adaref, adaref.crosscheck, adaref.crosscheck.torch_port, adaref.crosscheck.__main__\n"
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 def test_test_command_self_check_and_bad_factory(capsys):
     assert main(["test", "adaref.crosscheck.reference:build", "--examples", "5"]) == 0
     assert "PASS: 5 configurations" in capsys.readouterr().out

@@ -267,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"adaref.crosscheck {args.command}: {e}", file=sys.stderr)
         return 2
+    except OSError as e:          # a file the command reads or writes (named by the OS error)
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"adaref.crosscheck {args.command}: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"adaref.crosscheck {args.command}: interrupted", file=sys.stderr)
         return 130
