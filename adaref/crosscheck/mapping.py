@@ -231,8 +231,8 @@ class Mapping:
         expected = self.their_shapes()
         missing = [k for k in expected if k not in theirs]
         if missing:
-            raise MappingError(f"mapping {self.name!r}: their arrays lack {len(missing)} the mapping "
-                               f"needs: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+            raise MappingError(f"mapping {self.name!r}: {len(missing)} array(s) the mapping needs are not "
+                               f"among theirs: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
         unused = [k for k in theirs if k not in expected]
         if unused:
             raise MappingError(f"mapping {self.name!r}: {len(unused)} of their arrays are used by no "
