@@ -185,22 +185,26 @@ def test_tolerance_is_the_dtype_s(small, tmp_path, capsys):
      "shape", "the transpose would match"),
     (lambda t: t.update({"soft.layers.0.output": t["soft.layers.0.output"].reshape(16, -1)}),
      "shape", "reshape or flatten order"),
-    (lambda t: t.pop("soft.embedding"), "missing", "not in their dump"),
+    (lambda t: t.pop("soft.embedding"), "missing", "first missing: soft.embedding (not in their dump"),
     (lambda t: t.update({"soft.prob": np.where(np.arange(16) == 3, np.nan, t["soft.prob"])}),
-     "nonfinite", "1 NaN/infinite value(s) where golden is finite; first at (3,)"),
+     "nonfinite", "1 value(s) where the NaN/infinity pattern differs; first at (3,): theirs nan, golden is finite"),
     (lambda t: t.update({"soft.prob": t["soft.prob"].astype(np.float32)}), "dtype", "--dtype float32"),
     (lambda t: t.update({"soft.layers.0.gate.topk": t["soft.layers.0.gate.topk"][:, ::-1].copy()}),
      "integers", "differ; first at"),
     (lambda t: t.update({"hard.controller.exit_depth": t["hard.controller.exit_depth"].astype(str)}),
+     "dtype", "is not numeric"),
+    (lambda t: t.update({"hard.controller.exit_depth": t["hard.controller.exit_depth"] + 0.5}),
      "dtype", "golden integer"),
+    (lambda t: t.update({"soft.layers.0.output": np.transpose(t["soft.layers.0.output"], (0, 2, 1)).copy()}),
+     "shape", "their axes in the order (0, 2, 1) would match"),
 ])
 def test_each_failure_is_named(small, tmp_path, capsys, change, status, words):
     t = dump(small)
     change(t)
     code, out = run_compare(capsys, small, save(tmp_path, t))
     assert code == 1
-    first = [l for l in out.out.splitlines() if l.startswith("first divergence")][0]
-    assert f": {status}:" in first
+    first = [l for l in out.out.splitlines() if l.startswith(("first divergence", "first missing"))][0]
+    assert f": {status}:" in first or status == "missing"
     if words:
         assert words in first
 

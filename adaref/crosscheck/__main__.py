@@ -67,7 +67,9 @@ def _model_config(args):
         except json.JSONDecodeError as e:
             raise UsageError(f"--config {args.config}: not JSON: {e}") from None
         if isinstance(doc, dict) and isinstance(doc.get("model"), dict):
-            doc = doc["model"]
+            doc = doc["model"]                                   # a run's config.json
+        elif isinstance(doc, dict) and isinstance(doc.get("config"), dict) and "format" in doc:
+            doc = doc["config"]                                  # a golden set's manifest.json
         try:
             cfg = ModelConfig.from_dict(doc)
         except (ConfigError, TypeError, ValueError) as e:
@@ -109,8 +111,18 @@ def cmd_spec(args) -> int:
     from adaref.crosscheck.spec import build_model, model_spec
 
     cfg, preset = _model_config(args)
-    vocab = _synthetic_vocab(args, preset, np.random.default_rng(0))
-    spec = model_spec(build_model(cfg, vocab), args.k if args.k is not None else cfg.moe.schedule.k)
+    if args.data:
+        from adaref.data import open_encoded
+        try:
+            vocab = open_encoded(args.data).vocab_sizes
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--data {args.data}: {e}") from None
+    else:
+        vocab = _synthetic_vocab(args, preset, np.random.default_rng([args.seed, 1]))
+    k = args.k if args.k is not None else cfg.moe.schedule.k
+    if k > len(cfg.moe.experts):
+        raise UsageError(f"--k {k}: must be in [1, {len(cfg.moe.experts)}] (the model's experts)")
+    spec = model_spec(build_model(cfg, vocab), k)
     text = json.dumps(spec, indent=1)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
@@ -166,7 +178,7 @@ def cmd_compare(args) -> int:
     try:
         names = load_names(args.names) if args.names else None
         report = compare(args.golden, args.theirs, names=names, rtol=args.rtol, atol=args.atol,
-                         only=args.only or (), allow_missing=args.allow_missing)
+                         only=args.only or (), allow_missing=args.allow_missing, form=args.form)
     except GoldenError as e:
         raise UsageError(str(e)) from None
     print(report.format(verbose=not args.quiet))
@@ -197,6 +209,9 @@ def parser() -> argparse.ArgumentParser:
                                    "each depth form in forward order. Generated from the model itself.")
     _config_args(s)
     s.add_argument("--k", type=integer(1), default=None, help="k to write into the shapes (default: the preset's)")
+    s.add_argument("--seed", type=integer(0), default=0,
+                   help="synthetic vocabulary sizes as golden draws them for the same --seed (default 0)")
+    s.add_argument("--data", metavar="DIR", default=None, help="vocabulary sizes of a prepared data directory")
     s.add_argument("--out", metavar="FILE", help="write the JSON here instead of printing it")
     s.set_defaults(run=cmd_spec)
 
@@ -231,8 +246,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--names", metavar="MAP.json", help="rename their tensors: {\"their name\": \"golden name\"}")
     c.add_argument("--rtol", type=number(0), default=None, help="relative tolerance (default by dtype)")
     c.add_argument("--atol", type=number(0), default=None, help="absolute tolerance (default by dtype)")
-    c.add_argument("--only", nargs="+", metavar="GLOB", help="compare only golden names matching a glob, "
-                                                             "e.g. 'hard.*' 'grad.*'")
+    c.add_argument("--only", action="append", metavar="GLOB",
+                   help="compare only golden names matching this glob, e.g. 'hard.*' (repeatable)")
+    c.add_argument("--form", choices=("soft", "straight_through", "hard", "full"), default=None,
+                   help="their names carry no form prefix and are this form's (e.g. a serving graph: hard); "
+                        "compares that form's tensors (and gradients, if given)")
     c.add_argument("--allow-missing", action="store_true",
                    help="a golden tensor absent from their dump is reported, not a failure")
     c.add_argument("--quiet", action="store_true", help="only the summary and the first divergence")
@@ -266,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args))
     except UsageError as e:
         print(f"adaref.crosscheck {args.command}: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"adaref.crosscheck {args.command}: out of memory (a smaller --batch or model?)", file=sys.stderr)
         return 2
     except OSError as e:          # a file the command reads or writes (named by the OS error)
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""

@@ -19,8 +19,10 @@ The port answers:
   in evaluation semantics (no jitter) on ids (B, F) int64 and labels (B,) in {0, 1},
   with k experts per example and the depth ``form`` (``soft``, ``straight_through``,
   ``hard`` or, without the controller, ``full``), returning the named intermediates of
-  :data:`adaref.model.trace.NAMES` it computes (it may leave names out; what it returns
-  is compared). ``lambdas`` = (lambda_1, lambda_2, z) of eq. 18 for the ``loss.*`` names.
+  :data:`adaref.model.trace.NAMES` that adaref records for the same case (every one: a
+  name left out, or one adaref does not record, is a failure of the suite; to check a
+  partial dump, use ``compare --only``). ``lambdas`` = (lambda_1, lambda_2, z) of eq. 18
+  for the ``loss.*`` names.
 * optionally ``port.gradients(ids, labels, *, k, form, lambdas) -> {name: array}``: the
   gradient of eq. 18's total, as ``grad.<adaref parameter name>`` in adaref's layout and
   ``grad.embedding`` (with respect to X_0).
@@ -55,8 +57,8 @@ def load_factory(spec: str) -> Factory:
     module_name, attr = spec.split(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"factory {spec!r}: cannot import {module_name}: {e}") from None
+    except Exception as e:      # ImportError, and whatever the module raises while importing
+        raise ValueError(f"factory {spec!r}: cannot import {module_name}: {type(e).__name__}: {e}") from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise ValueError(f"factory {spec!r}: {module_name} has no callable {attr!r}")

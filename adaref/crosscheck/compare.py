@@ -46,10 +46,15 @@ class Report:
     hints: dict[str, str] = field(default_factory=dict)
     rtol: float = 0.0
     atol: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Row]:
         return [r for r in self.rows if not r.ok]
+
+    @property
+    def compared(self) -> list[Row]:
+        return [r for r in self.rows if r.status != "absent"]
 
     @property
     def first_divergence(self) -> Row | None:
@@ -58,7 +63,7 @@ class Report:
 
     @property
     def agree(self) -> bool:
-        return not self.failures
+        return not self.failures and bool(self.compared)
 
     def format(self, verbose: bool = True) -> str:
         lines = []
@@ -71,15 +76,27 @@ class Report:
                 verdict = ("ok" if r.status == "ok" else "absent (allowed)" if r.ok
                            else f"FAIL ({r.status}) {r.message}")
                 lines.append(f"{r.name:<{width}}  {str(tuple(r.shape)):<16} {err}  {verdict}")
+        notes = list(self.notes)
         for name in self.extra:
             hint = f" (did you mean {self.hints[name]}?)" if name in self.hints else ""
-            lines.append(f"note: their {name!r} is not a golden tensor; ignored{hint}")
-        n_ok = sum(r.ok for r in self.rows)
-        lines.append(f"{n_ok} of {len(self.rows)} tensors agree (rtol {self.rtol:g}, atol {self.atol:g} "
-                     f"x max(1, max |golden|))")
+            notes.append(f"note: their {name!r} is not a golden tensor; ignored{hint}")
+        shown = notes if verbose or len(notes) <= 5 else notes[:5] + [f"note: ... and {len(notes) - 5} more"]
+        lines += shown
+        compared, absent = self.compared, len(self.rows) - len(self.compared)
+        n_ok = sum(r.status == "ok" for r in compared)
+        lines.append(f"{n_ok} of {len(compared)} compared tensors agree"
+                     + (f" ({absent} golden tensor(s) absent from their dump, allowed)" if absent else "")
+                     + f" (rtol {self.rtol:g}, atol {self.atol:g} x max(1, max |golden|))")
         first = self.first_divergence
-        if first is None:
+        if not compared:
+            lines.append("NOTHING COMPARED: none of the golden tensors is in their dump (check the names; "
+                         "see the notes above)")
+        elif first is None:
             lines.append("AGREE")
+        elif first.status == "missing":
+            lines.append(f"first missing: {first.name} (not in their dump; --allow-missing or --only narrows "
+                         f"the check)")
+            lines.append(f"DISAGREE ({len(self.failures)} tensor(s) fail)")
         else:
             lines.append(f"first divergence: {first.name}: {first.status}: {first.message}")
             lines.append(f"DISAGREE ({len(self.failures)} tensor(s) fail; the first is where the "
@@ -102,12 +119,20 @@ def load_golden(directory: str | os.PathLike) -> tuple[dict, dict[str, np.ndarra
         raise GoldenError(f"{d / 'manifest.json'}: unreadable: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise GoldenError(f"{d / 'manifest.json'}: not a golden manifest (format {FORMAT!r})")
+    if manifest.get("dtype") not in TOLERANCES:
+        raise GoldenError(f"{d / 'manifest.json'}: dtype {manifest.get('dtype')!r} is not one of "
+                          f"{', '.join(TOLERANCES)}")
     tensors: dict[str, np.ndarray] = {}
-    for f in ("outputs.npz", "grads.npz"):
+    for f, key in (("outputs.npz", "outputs"), ("grads.npz", "gradients")):
         try:
             arrays, _ = load_npz(d / f)
         except NpzError as e:
             raise GoldenError(str(e)) from None
+        listed = manifest.get(key)
+        if not isinstance(listed, list) or list(arrays) != listed:
+            raise GoldenError(f"{d / f}: its tensors are not the {key} manifest.json lists "
+                              f"({len(arrays)} against {len(listed) if isinstance(listed, list) else 'none'}); "
+                              f"the golden set is damaged: write it again with golden")
         tensors.update(arrays)
     return manifest, tensors
 
@@ -118,13 +143,23 @@ def load_theirs(path: str | os.PathLike, names: dict[str, str] | None = None) ->
         arrays, _ = load_npz(path)
     except NpzError as e:
         raise GoldenError(str(e)) from None
-    if not names:
-        return arrays
+    return rename(arrays, names)
+
+
+def rename(arrays: dict, names: dict[str, str] | None, prefix: str = "") -> dict:
+    """Their tensors renamed through ``names`` ({their name: golden name}), then, if
+    ``prefix`` (``--form``), non-gradient names without a form prefix get it."""
+    if names:
+        unknown = [k for k in names if k not in arrays]
+        if unknown:
+            raise GoldenError(f"--names renames {', '.join(map(repr, unknown[:5]))}, which their dump does not hold")
     out = {}
     for key, value in arrays.items():
-        new = names.get(key, key)
+        new = names.get(key, key) if names else key
+        if prefix and not new.startswith(("grad.", f"{prefix}.")):
+            new = f"{prefix}.{new}"
         if new in out:
-            raise GoldenError(f"--names maps two of their tensors onto {new!r}")
+            raise GoldenError(f"two of their tensors end up named {new!r} (--names/--form)")
         out[new] = value
     return out
 
@@ -141,22 +176,36 @@ def load_names(path: str | os.PathLike) -> dict[str, str]:
     return doc
 
 
+def _permutation_hint(theirs: np.ndarray, golden: np.ndarray) -> str:
+    """Which axis permutation of theirs has the golden shape (or values), if any."""
+    import itertools
+
+    if theirs.ndim != golden.ndim:
+        return ""
+    for axes in itertools.permutations(range(golden.ndim)):
+        if axes != tuple(range(golden.ndim)) and tuple(theirs.shape[a] for a in axes) == golden.shape:
+            if golden.ndim == 2:
+                return "; the transpose would match (a (out, in) vs (in, out) layout?)"
+            return f"; their axes in the order {axes} would match (np.transpose(theirs, {axes}))"
+    return ""
+
+
 def check_tensor(name: str, theirs: np.ndarray, golden: np.ndarray, rtol: float, atol: float,
                  slack: float = 0.0) -> Row:
     """One tensor's verdict (see the module docstring); ``slack`` is an extra absolute
     allowance (the property suite's float32 rounding estimate)."""
     theirs = np.asarray(theirs)
     shape = golden.shape
+    if theirs.dtype.kind not in "fiub":
+        return Row(name, "dtype", shape, message=f"their dtype {theirs.dtype} is not numeric")
     if theirs.shape != golden.shape:
-        hint = ""
-        if theirs.ndim == golden.ndim >= 2 and theirs.shape == golden.shape[::-1]:
-            hint = "; the transpose would match (a (out, in) vs (in, out) layout?)"
-        elif theirs.size == golden.size:
+        hint = _permutation_hint(theirs, golden)
+        if not hint and theirs.size == golden.size:
             hint = "; same number of elements (a reshape or flatten order?)"
         return Row(name, "shape", shape, message=f"their shape {theirs.shape}, golden {golden.shape}{hint}")
     if golden.dtype.kind in "iub":
         if theirs.dtype.kind not in "iub":
-            if theirs.dtype.kind != "f" or not np.array_equal(theirs, np.round(theirs)):
+            if theirs.dtype.kind != "f" or not np.all(np.isfinite(theirs)) or not np.array_equal(theirs, np.round(theirs)):
                 return Row(name, "dtype", shape, message=f"their dtype {theirs.dtype}, golden integer {golden.dtype}")
         diff = np.asarray(theirs).astype(np.int64) != golden
         if diff.any():
@@ -165,51 +214,68 @@ def check_tensor(name: str, theirs: np.ndarray, golden: np.ndarray, rtol: float,
                        f"{int(diff.sum())} of {diff.size} differ; first at {first}: theirs "
                        f"{theirs[first]}, golden {golden[first]}")
         return Row(name, "ok", shape, 0.0, 0.0)
-    if theirs.dtype.kind not in "fiu":
-        return Row(name, "dtype", shape, message=f"their dtype {theirs.dtype} is not numeric")
-    if theirs.dtype.kind == "f" and theirs.dtype != golden.dtype:
-        return Row(name, "dtype", shape, message=f"their dtype {theirs.dtype}, golden {golden.dtype} "
-                                                 f"(write the golden set with --dtype {theirs.dtype})")
+    if theirs.dtype.kind == "f" and theirs.dtype.itemsize != golden.dtype.itemsize:
+        theirs_name = np.dtype(theirs.dtype.newbyteorder("=")).name
+        return Row(name, "dtype", shape, message=f"their dtype {theirs_name}, golden {golden.dtype.name} "
+                                                 f"(write the golden set with --dtype {theirs_name})"
+                   if theirs_name in TOLERANCES else f"their dtype {theirs_name}, golden {golden.dtype.name}")
     t, g = np.atleast_1d(theirs.astype(np.float64)), np.atleast_1d(golden.astype(np.float64))
-    bad = ~np.isfinite(t) & np.isfinite(g)
+    g_finite, t_finite = np.isfinite(g), np.isfinite(t)
+    same_special = (np.isnan(g) & np.isnan(t)) | (~g_finite & ~np.isnan(g) & (t == g))
+    bad = (g_finite & ~t_finite) | (~g_finite & ~same_special)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
-        return Row(name, "nonfinite", shape, message=f"{int(bad.sum())} NaN/infinite value(s) where golden "
-                                                     f"is finite; first at {first[:len(shape)]}: {t[first]}")
-    if t.size == 0:
+        where = "golden is finite" if g_finite[first] else f"golden is {g[first]}"
+        return Row(name, "nonfinite", shape, message=f"{int(bad.sum())} value(s) where the NaN/infinity pattern "
+                                                     f"differs; first at {first[:len(shape)]}: theirs {t[first]}, "
+                                                     f"{where}")
+    if t.size == 0 or not g_finite.any():
         return Row(name, "ok", shape, 0.0, 0.0)
-    scale = max(1.0, float(np.max(np.abs(g))))
-    err = np.abs(t - g)
-    err[~np.isfinite(g) & (t == g)] = 0.0                    # equal infinities
+    tf, gf = t[g_finite], g[g_finite]
+    scale = max(1.0, float(np.max(np.abs(gf))))
+    err = np.abs(tf - gf)
     max_abs = float(np.max(err))
-    significant = np.abs(g) > atol * scale
-    max_rel = float(np.max(err[significant] / np.abs(g[significant]))) if significant.any() else 0.0
-    fails = err > rtol * np.abs(g) + atol * scale + slack
-    if fails.any():
+    significant = np.abs(gf) > atol * scale
+    max_rel = float(np.max(err[significant] / np.abs(gf[significant]))) if significant.any() else 0.0
+    fails_f = err > rtol * np.abs(gf) + atol * scale + slack
+    if fails_f.any():
+        fails = np.zeros(g.shape, bool)
+        fails[g_finite] = fails_f
         first = tuple(int(i) for i in np.argwhere(fails)[0])
+        hint = ""
+        if g.ndim == 2 and g.shape[0] == g.shape[1] and g.shape[0] > 1 and g_finite.all() and np.all(
+                np.abs(t.T - g) <= rtol * np.abs(g) + atol * scale + slack):
+            hint = "; their transpose matches (a square weight read (out, in) vs (in, out)?)"
         return Row(name, "values", shape, max_abs, max_rel,
-                   f"{int(fails.sum())} of {fails.size} element(s) outside tolerance; first at {first[:len(shape)]}: "
-                   f"theirs {t[first]:.10g}, golden {g[first]:.10g}")
+                   f"{int(fails_f.sum())} of {fails_f.size} element(s) outside tolerance; first at "
+                   f"{first[:len(shape)]}: theirs {t[first]:.10g}, golden {g[first]:.10g}{hint}")
     return Row(name, "ok", shape, max_abs, max_rel)
 
 
 def compare(golden_dir: str | os.PathLike, theirs: str | os.PathLike | dict, *,
             names: dict[str, str] | None = None, rtol: float | None = None, atol: float | None = None,
-            only: Sequence[str] = (), allow_missing: bool = False) -> Report:
+            only: Sequence[str] = (), allow_missing: bool = False, form: str | None = None) -> Report:
     """Compare their dump (a path or a dict) with a golden directory.
 
     ``only``: glob patterns (``hard.*``, ``grad.*``): compare just the golden tensors
     matching one of them. ``allow_missing``: a golden tensor they do not provide is
-    reported but does not fail.
+    reported but does not fail (at least one must be compared). ``form``: their names
+    carry no form prefix (a serving graph's ``layers.0.gate.logits``) and are that
+    form's (``hard``); only that form's tensors, and gradients if they give any, are
+    compared.
     """
     manifest, golden = load_golden(golden_dir)
-    tol = TOLERANCES.get(manifest.get("dtype"), TOLERANCES["float64"])
+    tol = TOLERANCES[manifest["dtype"]]
     rtol = tol["rtol"] if rtol is None else rtol
     atol = tol["atol"] if atol is None else atol
+    if form is not None and form not in manifest.get("forms", []):
+        raise GoldenError(f"--form {form}: the golden set holds the forms {', '.join(manifest.get('forms', []))}")
     if isinstance(theirs, dict):
-        theirs_arrays = {names.get(k, k) if names else k: v for k, v in theirs.items()}
+        theirs_arrays = rename(dict(theirs), names, form or "")
     else:
-        theirs_arrays = load_theirs(theirs, names)
+        theirs_arrays = rename(load_theirs(theirs), names, form or "")
+    if form is not None and not only:
+        only = [f"{form}.*"] + (["grad.*"] if any(n.startswith("grad.") for n in theirs_arrays) else [])
     selected = [n for n in golden if not only or any(fnmatch.fnmatchcase(n, p) for p in only)]
     if not selected:
         raise GoldenError(f"--only {' '.join(only)} matches no golden tensor")
@@ -221,9 +287,15 @@ def compare(golden_dir: str | os.PathLike, theirs: str | os.PathLike | dict, *,
             continue
         rows.append(check_tensor(name, theirs_arrays[name], golden[name], rtol, atol))
     extra = [n for n in theirs_arrays if n not in golden]
-    hints = {}
-    for n in extra:
-        close = difflib.get_close_matches(n, list(golden), n=1, cutoff=0.75)
-        if close:
-            hints[n] = close[0]
-    return Report(rows, extra, hints, rtol, atol)
+    hints, notes = {}, []
+    prefixed = {f: sum(f"{f}.{n}" in golden for n in extra) for f in manifest.get("forms", [])}
+    if form is None and extra and max(prefixed.values(), default=0) >= max(1, len(extra) // 2):
+        notes.append(f"note: {len(extra)} of their names carry no form prefix (e.g. {extra[0]!r}); the golden "
+                     f"names are '<form>.<name>': pass --form {' or --form '.join(prefixed)} to say which "
+                     f"form your dump computes")
+    else:
+        for n in extra:
+            close = difflib.get_close_matches(n, list(golden), n=1, cutoff=0.75)
+            if close:
+                hints[n] = close[0]
+    return Report(rows, extra, hints, rtol, atol, notes)

@@ -19,6 +19,7 @@ missing gain). Inputs: ``batch`` rows of a prepared data directory, or synthetic
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -71,12 +72,36 @@ def data_inputs(directory: str, batch: int, split: str):
     """The first ``batch`` rows of ``split`` of a prepared data directory."""
     from adaref.data import open_encoded
 
+    if is_golden(Path(directory)):
+        raise GoldenError(f"{directory}: is a golden set, not a prepared data directory "
+                          f"(python -m adaref.data prepare writes those)")
     data = open_encoded(directory)
     ids, labels = data.subset(split)
     if len(ids) < batch:
         raise GoldenError(f"{directory}: the {split} split has {len(ids)} rows, fewer than --batch {batch}")
     return (data.vocab_sizes, np.asarray(ids[:batch], dtype=np.int64),
             np.asarray(labels[:batch], dtype=np.float64), data.oov_embedding)
+
+
+def is_golden(directory: Path) -> bool:
+    """True if ``directory`` holds a golden manifest (format checked, not just the name)."""
+    try:
+        doc = json.loads((Path(directory) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT
+
+
+def check_out(out: Path) -> None:
+    """``--out`` must be a new or empty directory, or an earlier golden set (replaced)."""
+    if out.exists() and not out.is_dir():
+        raise GoldenError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not is_golden(out):
+        raise GoldenError(f"{out}: a non-empty directory that is not a golden set (no golden manifest.json); "
+                          f"choose another --out")
+    extra = sorted(p.name for p in out.iterdir() if p.name not in FILES) if out.is_dir() else []
+    if extra:
+        raise GoldenError(f"{out}: a golden set with other files in it ({', '.join(extra[:5])}); choose another --out")
 
 
 def make_golden(out: str | os.PathLike, config, *, vocab_sizes: Sequence[int] | None = None,
@@ -93,6 +118,8 @@ def make_golden(out: str | os.PathLike, config, *, vocab_sizes: Sequence[int] | 
     k = config.moe.schedule.k if k is None else int(k)
     if not 1 <= k <= n_experts:
         raise GoldenError(f"k = {k} must be in [1, {n_experts}] (the model's experts)")
+    out = Path(out)
+    check_out(out)
     if ids is None:
         ids, labels = synthetic_inputs(vocab_sizes, batch, rng)
     model = build_model(config, vocab_sizes, dtype, rng)
@@ -102,11 +129,6 @@ def make_golden(out: str | os.PathLike, config, *, vocab_sizes: Sequence[int] | 
         for name, value in forward(model, ids, labels, k=k, form=form, lambdas=lambdas).items():
             outputs[f"{form}.{name}"] = value
     grads = gradients(model, ids, labels, k=k, form=gradient_form(config), lambdas=lambdas)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise GoldenError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
-        raise GoldenError(f"{out}: a non-empty directory that is not a golden set; choose another --out")
     spec = model_spec(model, k)
     manifest = {
         "format": FORMAT,

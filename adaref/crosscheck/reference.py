@@ -88,7 +88,31 @@ def gradients(model: AdaEnsemble, ids: np.ndarray, labels: np.ndarray, *, k: int
     grads["grad.embedding"] = (np.zeros(probe.shape, probe.dtype) if probe.grad is None
                                else np.array(dense(probe.grad)))
     model.zero_grad()
-    return grads
+    return {n: grads[n] for n in backward_order(list(grads))}
+
+
+def backward_order(names: list[str]) -> list[str]:
+    """Gradient names in the order backpropagation computes them: the estimators (last
+    layer first), the layers from the last to the first (norm, experts, gate), the
+    controller, d/dX_0 (``grad.embedding``), the embedding table. A wrong VJP corrupts
+    its own gradients and everything before it in the network, never after, so the first
+    failing name in this order is where the defect sits.
+
+    >>> backward_order(["grad.embedding.weight", "grad.layers.0.gate.tau", "grad.layers.1.norm.gain",
+    ...                 "grad.estimators.0.linear.bias", "grad.embedding"])
+    ['grad.estimators.0.linear.bias', 'grad.layers.1.norm.gain', 'grad.layers.0.gate.tau', 'grad.embedding', 'grad.embedding.weight']
+    """
+    def key(name: str):
+        parts = name.split(".")[1:]
+        if parts[0] == "estimators":
+            return (0, -int(parts[1]), 0)
+        if parts[0] == "layers":
+            return (1, -int(parts[1]), {"norm": 0, "experts": 1, "gate": 2}.get(parts[2], 1))
+        if parts[0] == "controller":
+            return (2, 0, 0)
+        return (3, 0, 0) if name == "grad.embedding" else (4, 0, 0)
+
+    return sorted(names, key=key)
 
 
 class AdarefPort:

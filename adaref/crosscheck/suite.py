@@ -173,7 +173,10 @@ def check_case(port_factory, case: Case, with_gradients: bool = True) -> list[Ro
 
     cfg, vocab, model, ids, labels, lambdas = build_case(case)
     weights = model.state_dict()
-    port = port_factory(cfg, list(vocab), {n: w.copy() for n, w in weights.items()}, np.dtype(case.dtype))
+    try:
+        port = port_factory(cfg, list(vocab), {n: w.copy() for n, w in weights.items()}, np.dtype(case.dtype))
+    except Exception as e:   # noqa: BLE001  (the port cannot be built for this case)
+        return [Row("(port build)", "error", message=f"{type(e).__name__}: {e}")]
     lam = (lambdas.lambda1, lambdas.lambda2, lambdas.z)
     k = min(case.k, len(cfg.moe.experts))
     exact = None
@@ -185,16 +188,30 @@ def check_case(port_factory, case: Case, with_gradients: bool = True) -> list[Ro
         ours = forward(model, ids, labels, k=k, form=case.form, lambdas=lambdas)
         noise = rounding_noise(ours, forward(exact, ids, labels, k=k, form=case.form, lambdas=lambdas)) \
             if exact is not None else None
-        theirs = port.forward(ids, labels, k=k, form=case.form, lambdas=lam)
-        rows = compare_named(ours, {n: np.asarray(v) for n, v in theirs.items()}, case.dtype, "", noise)
+        theirs = _port_call("forward", lambda: port.forward(ids, labels, k=k, form=case.form, lambdas=lam))
+        if isinstance(theirs, Row):
+            return [theirs]
+        rows = compare_named(ours, theirs, case.dtype, "", noise)
         if with_gradients and hasattr(port, "gradients"):
             g_ours = gradients(model, ids, labels, k=k, form=case.form, lambdas=lambdas)
             noise = rounding_noise(g_ours, gradients(exact, ids, labels, k=k, form=case.form, lambdas=lambdas)) \
                 if exact is not None else None
-            g_theirs = port.gradients(ids, labels, k=k, form=case.form, lambdas=lam)
-            rows += compare_named(g_ours, {n: np.asarray(v) for n, v in g_theirs.items()}, case.dtype, "",
-                                  noise)
+            g_theirs = _port_call("gradients",
+                                  lambda: port.gradients(ids, labels, k=k, form=case.form, lambdas=lam))
+            if isinstance(g_theirs, Row):
+                return rows + [g_theirs]
+            rows += compare_named(g_ours, g_theirs, case.dtype, "", noise)
     return rows
+
+
+def _port_call(what: str, call):
+    """The port's answer as {name: array}, or a failing Row if it raised or answered
+    something that is not a mapping of arrays (the port's fault, not adaref's)."""
+    try:
+        answer = call()
+        return {str(n): np.asarray(v) for n, v in dict(answer).items()}
+    except Exception as e:   # noqa: BLE001  (any failure of the port is a finding about it)
+        return Row(f"(port.{what})", "error", message=f"{type(e).__name__}: {e}")
 
 
 @dataclass
@@ -228,32 +245,56 @@ def run_suite(factory, *, examples: int = 40, seed: int = 0, presets=("paper", "
     @given(cases(presets, dtypes))
     def prop(case):
         seen["n"] += 1
-        try:
-            rows = check_case(factory, case, gradients)
-        except Exception as e:          # a port that crashes on a case fails on it
-            rows = [Row("(port call)", "error", message=f"{type(e).__name__}: {e}")]
+        rows = check_case(factory, case, gradients)
         bad = [r for r in rows if not r.ok]
         if bad:
             last.update(case=case, first=bad[0], failures=len(bad))
             raise AssertionError(f"first divergent tensor {bad[0].name}: {bad[0].status}: {bad[0].message}")
 
     prop = hypothesis.seed(seed)(prop)
+    _trial(factory, presets, dtypes)
     print(f"adaref.crosscheck test: up to {examples} generated configurations "
           f"(presets {', '.join(presets)}; {', '.join(dtypes)}), seed {seed}", file=out)
     buffer = io.StringIO()
+    old = sys.stdout
+    sys.stdout = buffer                              # Hypothesis prints its own falsifying report
     try:
-        old = sys.stdout
-        sys.stdout = buffer                          # Hypothesis prints its own falsifying report
-        try:
-            prop()
-        finally:
-            sys.stdout = old
+        prop()
+        error = None
     except AssertionError:
-        case, first = last.get("case"), last.get("first")
+        error = "shrunk"
+    except Exception as e:      # noqa: BLE001  e.g. Hypothesis' FlakyFailure
+        error = e
+    finally:
+        sys.stdout = old
+    case, first = last.get("case"), last.get("first")
+    if error is None:
+        print(f"PASS: {seen['n']} configurations agree on every named intermediate"
+              f"{' and gradient' if gradients else ''}", file=out)
+        return SuiteResult(True, seen["n"])
+    if error == "shrunk":
         print(f"FAIL after shrinking; smallest failing configuration:\n  {case.describe()}", file=out)
+    elif "Flaky" in type(error).__name__:
+        print("FAIL: the port gave different answers to the same case when it was run again", file=out)
+    else:
+        print(f"FAIL: {type(error).__name__}: {error}", file=out)
+    if case is not None and error != "shrunk":
+        print(f"a failing configuration:\n  {case.describe()}", file=out)
+    if first is not None:
         print(f"first divergent tensor: {first.name}: {first.status}: {first.message}", file=out)
-        print(f"({last.get('failures')} tensor(s) differ in that case; {seen['n']} cases run)", file=out)
-        return SuiteResult(False, seen["n"], case, first, last.get("failures", 0))
-    print(f"PASS: {seen['n']} configurations agree on every named intermediate"
-          f"{' and gradient' if gradients else ''}", file=out)
-    return SuiteResult(True, seen["n"])
+        print(f"({last.get('failures')} tensor(s) differ in that case; {seen['n']} cases run, "
+              f"shrinking included)", file=out)
+    return SuiteResult(False, seen["n"], case, first, last.get("failures", 0))
+
+
+def _trial(factory, presets, dtypes) -> None:
+    """Build one port before the suite starts: a factory that cannot build one at all
+    (a missing dependency, a wrong signature) is a usage error, not a divergence."""
+    case = Case(preset=presets[0], dtype=dtypes[0], fields=2, dim=2, num_layers=1, combine="gates",
+                gate_input="x0", norm="layernorm", load_fraction="argmax", z_loss=False, controller=True,
+                train_form="soft", form="soft", k=1, batch=1, tied_experts=False, shallow=False, seed=0)
+    cfg, vocab, model, *_ = build_case(case)
+    try:
+        factory(cfg, list(vocab), model.state_dict(), np.dtype(case.dtype))
+    except Exception as e:     # noqa: BLE001
+        raise SuiteError(f"the factory cannot build a port: {type(e).__name__}: {e}") from None
