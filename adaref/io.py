@@ -81,7 +81,7 @@ def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
         raise NpzError(f"{path}: no such file")
     with open(path, "rb") as fh:
         magic = fh.read(4)
-    if magic != b"PK\x03\x04":
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):     # a member first, or an empty archive
         raise NpzError(f"{path}: not a .npz file (no zip header; {path.stat().st_size} bytes)")
     arrays: dict[str, np.ndarray] = {}
     try:

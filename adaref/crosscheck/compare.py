@@ -54,7 +54,8 @@ class Report:
 
     @property
     def compared(self) -> list[Row]:
-        return [r for r in self.rows if r.status != "absent"]
+        """The golden tensors found in their dump (and so checked)."""
+        return [r for r in self.rows if r.status not in ("absent", "missing")]
 
     @property
     def first_divergence(self) -> Row | None:
@@ -82,10 +83,13 @@ class Report:
             notes.append(f"note: their {name!r} is not a golden tensor; ignored{hint}")
         shown = notes if verbose or len(notes) <= 5 else notes[:5] + [f"note: ... and {len(notes) - 5} more"]
         lines += shown
-        compared, absent = self.compared, len(self.rows) - len(self.compared)
+        compared = self.compared
+        absent = sum(r.status == "absent" for r in self.rows)
+        missing = sum(r.status == "missing" for r in self.rows)
         n_ok = sum(r.status == "ok" for r in compared)
         lines.append(f"{n_ok} of {len(compared)} compared tensors agree"
-                     + (f" ({absent} golden tensor(s) absent from their dump, allowed)" if absent else "")
+                     + (f"; {missing} golden tensor(s) missing from their dump" if missing else "")
+                     + (f"; {absent} golden tensor(s) absent from their dump, allowed" if absent else "")
                      + f" (rtol {self.rtol:g}, atol {self.atol:g} x max(1, max |golden|))")
         first = self.first_divergence
         if not compared:
@@ -119,7 +123,7 @@ def load_golden(directory: str | os.PathLike) -> tuple[dict, dict[str, np.ndarra
         raise GoldenError(f"{d / 'manifest.json'}: unreadable: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise GoldenError(f"{d / 'manifest.json'}: not a golden manifest (format {FORMAT!r})")
-    if manifest.get("dtype") not in TOLERANCES:
+    if not isinstance(manifest.get("dtype"), str) or manifest["dtype"] not in TOLERANCES:
         raise GoldenError(f"{d / 'manifest.json'}: dtype {manifest.get('dtype')!r} is not one of "
                           f"{', '.join(TOLERANCES)}")
     tensors: dict[str, np.ndarray] = {}

@@ -19,9 +19,12 @@ into adaref's one offset table). The ops, each invertible, applied in order:
 
 :meth:`Mapping.to_adaref` (import) and :meth:`Mapping.from_adaref` (export) check
 coverage: every adaref parameter is produced by exactly one rule, every one of their
-arrays is used, and every element of theirs is written by export, unless it is a row
-adaref has no counterpart for (export writes zeros there and reports it in
-:attr:`Mapping.last_unrepresented`). Errors name the array, its shape and the rule.
+arrays is used, no element of theirs is read twice, and every element of theirs is
+written by export, unless it is a row adaref has no counterpart for (export writes zeros
+there and reports it in :attr:`Mapping.last_unrepresented`; adaref values their arrays
+cannot hold are counted in :attr:`Mapping.last_dropped`, elements of theirs that import
+does not read in :attr:`Mapping.last_unread`). Errors name the array, its shape and
+the rule.
 
 :func:`import_weights` / :func:`export_weights` apply a mapping to a model;
 :func:`torch_mapping` is the PyTorch convention of :mod:`adaref.crosscheck.torch_port`
@@ -179,6 +182,11 @@ class Mapping:
     #: after :meth:`from_adaref`: {their array: number of elements written as zeros
     #: because adaref has no counterpart (e.g. their rows for levels adaref maps to OOV)}
     last_unrepresented: dict[str, int] = field(default_factory=dict, compare=False)
+    #: after :meth:`from_adaref`: {adaref parameter: number of its values their arrays
+    #: cannot hold (e.g. a learned OOV row mapped to a fill value), lost on export}
+    last_dropped: dict[str, int] = field(default_factory=dict, compare=False)
+    #: after :meth:`to_adaref`: {their array: number of elements no rule reads}
+    last_unread: dict[str, int] = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         seen: dict[str, int] = {}
@@ -190,6 +198,9 @@ class Mapping:
             if not r.parts:
                 raise MappingError(f"mapping {self.name!r}: rule for {r.adaref!r} has no parts")
             shapes = [self._part_shape(r, p) for p in r.parts]
+            if any(not -len(sh) <= r.axis < len(sh) for sh in shapes) and len(shapes) > 1:
+                raise MappingError(f"mapping {self.name!r}: rule for {r.adaref!r} concatenates along axis "
+                                   f"{r.axis}, which its parts of shapes {shapes} do not have")
             if len(shapes) > 1:
                 ax = r.axis
                 rest = {s[:ax] + s[ax + 1:] for s in shapes}
@@ -237,11 +248,15 @@ class Mapping:
         if unused:
             raise MappingError(f"mapping {self.name!r}: {len(unused)} of their arrays are used by no "
                                f"rule: {', '.join(map(str, unused[:8]))}{' ...' if len(unused) > 8 else ''}")
+        self._check_reads()
         out = {}
         for r in self.rules:
             pieces = []
             for p in r.parts:
                 x = np.asarray(theirs[p.theirs])
+                if x.dtype.kind not in "fiu":
+                    raise MappingError(f"mapping {self.name!r}: their {p.theirs!r} has dtype {x.dtype}, "
+                                       f"not numbers")
                 if x.shape != tuple(p.shape):
                     hint = " (the transpose would match)" if x.shape == tuple(p.shape)[::-1] and x.ndim > 1 else ""
                     raise MappingError(f"mapping {self.name!r}: their {p.theirs!r} has shape {x.shape}, "
@@ -252,6 +267,31 @@ class Mapping:
             out[r.adaref] = np.ascontiguousarray(pieces[0] if len(pieces) == 1
                                                  else np.concatenate(pieces, axis=r.axis))
         return out
+
+    def _check_reads(self) -> None:
+        """Import reads each element of theirs at most once: two rules reading the same
+        element (overlapping slices, a row placed twice) is an error; elements no rule
+        reads are counted in :attr:`last_unread` (e.g. their rows for levels adaref sends
+        to its OOV row)."""
+        shapes = self.their_shapes()
+        reads = {k: np.zeros(sh, np.int32) for k, sh in shapes.items()}
+        reader = {k: np.full(sh, -1, np.int32) for k, sh in shapes.items()}     # rule index per element
+        for i, r in enumerate(self.rules):
+            for p in r.parts:
+                chain = [tuple(p.shape)]
+                for op in p.ops:
+                    chain.append(_check_op(op, chain[-1], ""))
+                y, w = np.zeros(chain[-1]), np.ones(chain[-1], bool)
+                for op, in_shape in zip(reversed(p.ops), reversed(chain[:-1])):
+                    y, w = _invert(op, y, w, in_shape)
+                twice = w & (reads[p.theirs] > 0)
+                if twice.any():
+                    other = self.rules[int(reader[p.theirs][twice].flat[0])].adaref
+                    raise MappingError(f"mapping {self.name!r}: their {p.theirs!r} is read twice, by the rules "
+                                       f"for {other!r} and {r.adaref!r} (overlapping slices or rows?)")
+                reads[p.theirs] += w
+                reader[p.theirs][w] = i
+        self.last_unread = {k: int((c == 0).sum()) for k, c in reads.items() if (c == 0).any()}
 
     # -- export ------------------------------------------------------------------
     def from_adaref(self, arrays: TMapping[str, Any]) -> dict[str, np.ndarray]:
@@ -293,6 +333,9 @@ class Mapping:
                 out[p.theirs][w] = y[w]
                 written[p.theirs] |= w
         self.last_unrepresented = {k: int((~w).sum()) for k, w in written.items() if not w.all()}
+        back = self.to_adaref(out)               # what their arrays can hold of adaref's
+        self.last_dropped = {n: int(np.sum(back[n] != np.asarray(a))) for n, a in arrays.items()
+                             if not np.array_equal(back[n], np.asarray(a))}
         return out
 
     # -- JSON --------------------------------------------------------------------

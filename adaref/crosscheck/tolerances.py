@@ -17,9 +17,13 @@ must be equal.
   meaningless.
 * **float32**: rtol 2e-3, atol 1e-5. Rounding is 6e-8 relative; accumulated over the
   same depth, differences of 1e-5 relative are common and a few entries near
-  cancellation reach 1e-4 to 1e-3 of the tensor's scale. Seeded defects still fail by
-  orders of magnitude. A top-k decision between two nearly equal scores can flip in
-  float32; ``compare`` then reports the first tensor where the routes differ.
+  cancellation reach 1e-4 to 1e-3 of the tensor's scale (the PyTorch port peaks at
+  4e-4, on gate scores). The price: a float32 comparison cannot see a defect smaller
+  than about 2e-3 relative (a 0.1% error in one expert passes). Structural defects
+  (a missing activation, a transposed weight, a bias on the wrong side) are far larger
+  and fail; to hunt small ones, compare in float64. A top-k decision between two
+  nearly equal scores can flip in float32; ``compare`` then reports the first tensor
+  where the routes differ.
 """
 from __future__ import annotations
 

@@ -1,0 +1,166 @@
+"""Verdicts and refusals of the cross-check toolkit on awkward inputs (found by an
+outside review): nothing compared, damaged golden sets, non-finite golden values, byte
+order, axis permutations, unprefixed dumps, name collisions, overlapping mappings,
+values a mapping cannot carry, factories that cannot build."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from adaref.crosscheck import Mapping, MappingError, Part, Rule
+from adaref.crosscheck.__main__ import main
+from adaref.crosscheck.compare import check_tensor, compare, load_golden
+from adaref.crosscheck.golden import GoldenError
+from adaref.crosscheck.suite import SuiteError, run_suite
+from adaref.io import save_npz
+
+SMALL = ["--dim", "4", "--fields", "5", "--batch", "12", "--num-layers", "2"]
+
+
+@pytest.fixture(scope="module")
+def gold(tmp_path_factory):
+    out = tmp_path_factory.mktemp("v") / "g"
+    assert main(["golden", "--out", str(out), *SMALL]) == 0
+    return out
+
+
+def tensors(gold):
+    return dict(load_golden(gold)[1])
+
+
+def test_nothing_compared_is_not_agreement(gold, tmp_path, capsys):
+    np.savez(tmp_path / "one.npz", x=np.zeros(2))
+    assert main(["compare", str(gold), str(tmp_path / "one.npz"), "--allow-missing"]) == 1
+    assert "NOTHING COMPARED" in capsys.readouterr().out
+    t = {k: v for k, v in tensors(gold).items() if k.startswith("hard.")}
+    report = compare(gold, t, allow_missing=True)
+    assert report.agree and len(report.compared) == len(t)
+    assert "absent from their dump, allowed" in report.format(verbose=False)
+
+
+def test_a_damaged_golden_set_is_refused(gold, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(gold, bad)
+    save_npz(bad / "outputs.npz", {"soft.embedding": tensors(gold)["soft.embedding"]})
+    assert main(["compare", str(bad), str(tmp_path / "x.npz")]) == 2
+    assert "not the outputs manifest.json lists" in capsys.readouterr().err
+    shutil.copy(gold / "outputs.npz", bad / "outputs.npz")
+    m = json.loads((bad / "manifest.json").read_text())
+    for dtype in (["x"], "float16", None):
+        m["dtype"] = dtype
+        (bad / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(GoldenError, match="dtype"):
+            load_golden(bad)
+
+
+def test_golden_never_overwrites_another_manifest(tmp_path, capsys):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"format": "adaref.data/1"}))
+    assert main(["golden", "--out", str(d), *SMALL]) == 2
+    assert "not a golden set" in capsys.readouterr().err
+    assert json.loads((d / "manifest.json").read_text()) == {"format": "adaref.data/1"}
+
+
+def test_golden_data_that_is_a_golden_set(gold, tmp_path, capsys):
+    assert main(["golden", "--out", str(tmp_path / "x"), "--data", str(gold)]) == 2
+    assert "is a golden set, not a prepared data directory" in capsys.readouterr().err
+
+
+def test_golden_config_from_a_golden_manifest(gold, tmp_path):
+    assert main(["golden", "--out", str(tmp_path / "again"), "--config", str(gold / "manifest.json"),
+                 "--fields", "5", "--batch", "12"]) == 0
+    for f in ("weights.npz", "outputs.npz", "grads.npz"):
+        assert (gold / f).read_bytes() == (tmp_path / "again" / f).read_bytes()
+
+
+@pytest.mark.parametrize("golden, theirs, ok", [
+    ([1.0, np.inf, 2.0], [1.0, 3.0, 2.0], False),
+    ([1.0, np.inf, 2.0], [5.0, np.inf, -7.0], False),        # the finite values still count
+    ([1.0, np.inf, 2.0], [1.0, np.inf, 2.0], True),
+    ([1.0, np.nan, 2.0], [1.0, 3.0, 2.0], False),
+    ([1.0, np.nan, 2.0], [1.0, np.nan, 2.0], True),
+    ([np.inf], [-np.inf], False),
+])
+def test_non_finite_golden_values(golden, theirs, ok):
+    row = check_tensor("x", np.array(theirs), np.array(golden), 1e-9, 1e-12)
+    assert row.ok == ok, row
+
+
+def test_byte_order_is_not_a_dtype(gold):
+    g = tensors(gold)["soft.prob"]
+    assert check_tensor("p", g.astype(">f8"), g, 1e-9, 1e-12).ok
+    assert "--dtype float32" in check_tensor("p", g.astype(">f4"), g, 1e-9, 1e-12).message
+
+
+def test_hints_for_permuted_axes_and_square_transposes():
+    g = np.random.default_rng(0).normal(size=(4, 3, 2))
+    assert "(0, 2, 1) would match" in check_tensor("x", np.transpose(g, (0, 2, 1)), g, 1e-9, 1e-12).message
+    w = np.random.default_rng(1).normal(size=(3, 3))
+    assert "their transpose matches" in check_tensor("w", w.T.copy(), w, 1e-9, 1e-12).message
+
+
+def test_an_unprefixed_dump_and_form(gold, tmp_path, capsys):
+    hard = {k[len("hard."):]: v for k, v in tensors(gold).items() if k.startswith("hard.")}
+    np.savez(tmp_path / "serving.npz", **hard)
+    assert main(["compare", str(gold), str(tmp_path / "serving.npz"), "--quiet"]) == 1
+    assert "pass --form soft or --form hard" in capsys.readouterr().out
+    assert main(["compare", str(gold), str(tmp_path / "serving.npz"), "--form", "hard"]) == 0
+    assert main(["compare", str(gold), str(tmp_path / "serving.npz"), "--form", "full"]) == 2
+
+
+def test_name_collisions_and_unknown_renames(gold):
+    t = tensors(gold)
+    t["mine"] = t["soft.prob"] + 1
+    with pytest.raises(GoldenError, match="end up named 'soft.prob'"):
+        compare(gold, t, names={"mine": "soft.prob"})
+    with pytest.raises(GoldenError, match="does not hold"):
+        compare(gold, tensors(gold), names={"nothing": "soft.prob"})
+
+
+def test_gradients_are_compared_in_backpropagation_order(gold):
+    t = tensors(gold)
+    grads = [n for n in t if n.startswith("grad.")]
+    assert grads[0].startswith("grad.estimators.1") and grads[-2:] == ["grad.embedding", "grad.embedding.weight"]
+    pin = "grad.layers.1.experts.pin.W"                  # a defect in layer 1's VJP corrupts layer 0 too
+    t[pin] = t[pin] * 1.01
+    for n in grads:
+        if n.startswith(("grad.layers.0", "grad.embedding", "grad.controller")):
+            t[n] = t[n] * 1.01 + 1e-3
+    assert compare(gold, t).first_divergence.name == pin
+
+
+def test_mapping_refuses_overlapping_reads_and_reports_what_it_cannot_carry():
+    qkv = (6, 2)
+    m = Mapping("fused", (Rule("q", (Part("qkv", qkv, ({"op": "slice", "axis": 0, "start": 0, "stop": 2},)),)),
+                          Rule("k", (Part("qkv", qkv, ({"op": "slice", "axis": 0, "start": 2, "stop": 4},)),)),
+                          Rule("v", (Part("qkv", qkv, ({"op": "slice", "axis": 0, "start": 2, "stop": 4},)),))))
+    with pytest.raises(MappingError, match="read twice, by the rules for 'k' and 'v'"):
+        m.to_adaref({"qkv": np.zeros(qkv)})
+    rows = Mapping("rows", (Rule("table", (Part("t", (3, 2), ({"op": "rows", "index": [-1, 0, 2]},)),)),))
+    rows.to_adaref({"t": np.ones((3, 2))})
+    assert rows.last_unread == {"t": 2}                        # their row 1 is not used
+    rows.from_adaref({"table": np.arange(1.0, 7.0).reshape(3, 2)})
+    assert rows.last_dropped == {"table": 2} and rows.last_unrepresented == {"t": 2}
+    with pytest.raises(MappingError, match="concatenates along axis 5"):
+        Mapping("ax", (Rule("a", (Part("x", (2, 2)), Part("y", (2, 2))), axis=5),))
+    with pytest.raises(MappingError, match="not numbers"):
+        Mapping("s", (Rule("a", (Part("x", (2,)),)),)).to_adaref({"x": np.array(["a", "b"])})
+
+
+def _no_port(config, vocab_sizes, weights, dtype):
+    raise ImportError("needs a library this machine lacks")
+
+
+def test_a_factory_that_cannot_build_is_a_usage_error():
+    with pytest.raises(SuiteError, match="cannot build a port: ImportError: needs a library"):
+        run_suite(_no_port, examples=3)
+
+
+def test_an_empty_npz_is_an_npz(gold, tmp_path, capsys):
+    np.savez(tmp_path / "empty.npz")
+    assert main(["compare", str(gold), str(tmp_path / "empty.npz")]) == 1
+    assert "NOTHING COMPARED" in capsys.readouterr().out
