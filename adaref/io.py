@@ -48,12 +48,19 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray],
             write_npz(fh, payload)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())         # as an ordinary file (mkstemp makes it 0600)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_npz(fh, arrays: dict[str, np.ndarray]) -> None:
