@@ -83,6 +83,11 @@ def _model_config(args):
     if args.num_layers is not None:
         changes["num_layers"] = args.num_layers
     if changes:
+        prior = cfg.controller.depth_prior
+        if "num_layers" in changes and prior and len(prior) != changes["num_layers"]:
+            raise UsageError(f"--num-layers {changes['num_layers']}: this model's depth prior has {len(prior)} "
+                             f"entries (one per layer); keep L = {len(prior)}, or give --config a model config "
+                             f"whose controller.depth_prior has {changes['num_layers']} entries (or is [])")
         try:
             cfg = cfg.replace(**changes)
         except ConfigError as e:
