@@ -5,7 +5,7 @@ Both take 1-D arrays of equal length ``(B,)``: ``labels`` in {0, 1} and ``scores
 
 Decision: adaref computes the **exact** rank-based AUC (the Mann-Whitney U statistic
 with tied scores given half credit), not the authors' approximation from 10,000
-thresholds (``../shared/guide/paper-decisions.md``, "Other facts").
+thresholds (``docs/decisions.md``, "Other facts").
 
 >>> auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
 0.75

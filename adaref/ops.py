@@ -928,7 +928,7 @@ def topk_mask(x, k: int, axis: int = -1) -> np.ndarray:
     """Boolean mask of the ``k`` largest entries along ``axis`` (eq. 11's TopK).
 
     Ties are broken deterministically: among equal values the **lowest index wins**
-    (paper-decisions row 12; TensorFlow's ``top_k`` does the same). The mask is a
+    (docs/decisions.md row 12; TensorFlow's ``top_k`` does the same). The mask is a
     constant (no gradient); apply it with :func:`where`, e.g. ``where(mask, g, -inf)``.
 
     >>> topk_mask(np.array([1.0, 3.0, 3.0, 2.0]), k=2).tolist()

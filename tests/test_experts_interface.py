@@ -19,7 +19,7 @@ def shapes(expert):
 
 # --- presets -----------------------------------------------------------------------
 def test_upstream_arrangements_at_the_authors_shape():
-    """F = 38 (I13 dropped), D = 16: the shapes paper-decisions rows 4-8 describe."""
+    """F = 38 (I13 dropped), D = 16: the shapes docs/decisions.md rows 4-8 describe."""
     cfg = expert_configs("upstream")
     build = lambda name: build_expert(name, cfg[name], 38, 16, rng=RNG())  # noqa: E731
     assert shapes(build("dense")) == {"W": (608, 608), "b": (608,), "W1": (608, 38),

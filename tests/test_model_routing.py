@@ -219,7 +219,7 @@ def test_gate_outputs_follow_eqs_8_to_11():
 def test_gate_cosine_is_exact_for_small_hidden_states():
     """Eq. 8 is the exact cosine: normalising by sqrt(max(||h||^2, 1e-12)) (TF's
     l2_normalize) keeps it exact down to ||h|| = 1e-6, where adding 1e-12 to ||h||^2
-    would shrink the scores by up to 1/sqrt(2) (paper-decisions row 8 of the gate)."""
+    would shrink the scores by up to 1/sqrt(2) (docs/decisions.md row 8 of the gate)."""
     from adaref.model.gate import l2_normalize
     rng = np.random.default_rng(3)
     for norm in (1.0, 1e-3, 1.1e-6):

@@ -1,7 +1,7 @@
 """``python -m adaref.bench flops``: forward FLOPs per example of the paper's configurations
 (F = 39, D = 16, L = 4), beside the paper's Tables 2 and 3.
 
-FLOPs follow paper-decisions row 24 (a multiply-add is 2 FLOPs; counted per example
+FLOPs follow docs/decisions.md row 24 (a multiply-add is 2 FLOPs; counted per example
 along its route; the mean is reported) and the counting rules in the docstrings of each
 expert's ``flops()``, the gate's, the layer's and the estimator's. Routes come from a
 randomly initialised model (seed 0) on the first 4,096 rows of the bundled Criteo

@@ -4,7 +4,7 @@ Three frozen dataclasses, one per component, grouped in :class:`DataOptions`:
 
 * :class:`ReadOptions` -- how raw files are read (bad-line policy, chunk size).
 * :class:`TransformOptions` -- §3.1 / §4.1.1 feature transformation
-  (``../shared/guide/paper-decisions.md`` rows 1-3).
+  (``docs/decisions.md`` rows 1-3).
 * :class:`SplitOptions` -- §4.1.1 train/validation/test split.
 
 Every option is documented beside its field. ``from_dict`` rejects unknown keys by
@@ -148,7 +148,7 @@ class ReadOptions(_Options):
 
 @dataclass(frozen=True)
 class TransformOptions(_Options):
-    """Feature transformation, §3.1 and §4.1.1 (paper-decisions rows 1-3).
+    """Feature transformation, §3.1 and §4.1.1 (docs/decisions.md rows 1-3).
 
     Ids are per-field local ids; id 0 of every field is the OOV row (rare, unseen, and
     missing categoricals). ``oov_embedding`` says how the embedding layer treats it.

@@ -1,4 +1,4 @@
-"""Numeric feature transformations, §3.1 and §4.1.1 (paper-decisions rows 1-2).
+"""Numeric feature transformations, §3.1 and §4.1.1 (docs/decisions.md rows 1-2).
 
 All functions act on int64 arrays of shape ``(B,)`` and return int64 levels, which
 then get per-field ids through a vocabulary (:mod:`adaref.data.vocab`).

@@ -7,7 +7,7 @@ Each field gets its own id space ``[0, size)`` (the embedding layer keeps one ta
   levels never seen in training, and missing categorical values. ``paper`` learns it;
   ``upstream`` embeds it to zero (``oov_embedding`` in the manifest).
 * id 1 -- missing numeric value, only for numeric fields under
-  ``numeric_missing="own_id"`` (``paper``, paper-decisions row 1).
+  ``numeric_missing="own_id"`` (``paper``, docs/decisions.md row 1).
 * the kept levels, in ascending key order, from ``first_id`` on.
 
 :class:`KeyCounter` counts int64 keys in memory that grows with the number of

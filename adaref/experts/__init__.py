@@ -14,7 +14,7 @@ Every expert is ``Expert(config, num_fields, dim, *, rng, dtype)`` and maps
 ``forward(x, x0)`` with x = X_{l-1}, x0 = X_0, both (B, F, D), to (B, F, D);
 ``flops()`` is its forward FLOPs per example (:mod:`adaref.experts.base`).
 
-:func:`expert_configs` gives the two presets of paper-decisions rows 4-8:
+:func:`expert_configs` gives the two presets of docs/decisions.md rows 4-8:
 ``"paper"`` (the paper's text, suggested defaults where it is open) and
 ``"upstream"`` (the authors' TensorFlow code).
 
@@ -53,7 +53,7 @@ PRESETS = ("paper", "upstream")
 
 def expert_configs(preset: str) -> dict[str, Config]:
     """name -> config of each expert for the ``"paper"`` or ``"upstream"`` preset
-    (paper-decisions rows 4-8; the docstring of each expert explains every option)."""
+    (docs/decisions.md rows 4-8; the docstring of each expert explains every option)."""
     if preset == "paper":
         return {name: cls() for name, cls in CONFIGS.items()}
     if preset == "upstream":

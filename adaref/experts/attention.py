@@ -1,4 +1,4 @@
-"""Multi-head self-attention expert, eq. 4 of §3.2.3, paper-decisions row 6."""
+"""Multi-head self-attention expert, eq. 4 of §3.2.3, docs/decisions.md row 6."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from adaref.tensor import Tensor
 
 @dataclass(frozen=True)
 class MHSAConfig(Config):
-    """Configuration of the multi-head self-attention expert (paper-decisions row 6)."""
+    """Configuration of the multi-head self-attention expert (docs/decisions.md row 6)."""
 
     # row 6: number of heads h (paper: open, 2 chosen; upstream 4)
     heads: int = 2

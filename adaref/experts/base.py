@@ -5,7 +5,7 @@ An expert maps the layer input X_{l-1} (B, F, D), and X_0 (B, F, D) where its eq
 uses it, to an output X_l of the same shape (B, F, D). The SparseMoE layer calls
 ``expert(x, x0)`` on the examples routed to it.
 
-FLOP convention (paper-decisions row 24), forward pass, **per example**:
+FLOP convention (docs/decisions.md row 24), forward pass, **per example**:
 
 * a multiply-add counts 2: a product (n x k) @ (k x m) is 2 n k m, a dot product of
   length k is 2 k (accumulated from zero);

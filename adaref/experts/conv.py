@@ -1,4 +1,4 @@
-"""Convolution expert, eq. 3 of §3.2.2, paper-decisions row 5."""
+"""Convolution expert, eq. 3 of §3.2.2, docs/decisions.md row 5."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from adaref.tensor import Tensor
 
 @dataclass(frozen=True)
 class ConvConfig(Config):
-    """Configuration of the convolution expert (paper-decisions row 5)."""
+    """Configuration of the convolution expert (docs/decisions.md row 5)."""
 
     # row 5, the Reshape of eq. 3: "fields" = the F fields are the sequence positions
     # and the D embedding entries the input channels (paper); "dense" = a linear Dense

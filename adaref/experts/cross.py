@@ -1,4 +1,4 @@
-"""Cross expert, eq. 6 of §3.2.5 (DCN), paper-decisions row 8."""
+"""Cross expert, eq. 6 of §3.2.5 (DCN), docs/decisions.md row 8."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +17,7 @@ from adaref.tensor import Tensor
 
 @dataclass(frozen=True)
 class CrossConfig(Config):
-    """Configuration of the Cross expert (paper-decisions row 8)."""
+    """Configuration of the Cross expert (docs/decisions.md row 8)."""
 
     # row 8: "outside" = X_0 * (W X_{l-1}) + b as eq. 6 writes it (paper);
     # "inside" = X_0 * (W X_{l-1} + b), the DCN-V2 form (upstream)

@@ -1,4 +1,4 @@
-"""Dense expert, eq. 2 of §3.2.1, and the authors' GatedDense (paper-decisions row 4)."""
+"""Dense expert, eq. 2 of §3.2.1, and the authors' GatedDense (docs/decisions.md row 4)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +17,7 @@ from adaref.tensor import Tensor
 
 @dataclass(frozen=True)
 class DenseConfig(Config):
-    """Configuration of the Dense expert (paper-decisions row 4)."""
+    """Configuration of the Dense expert (docs/decisions.md row 4)."""
 
     # sigma of eq. 2, a name from adaref.nn.ACTIVATIONS (row 4: ReLU in both presets)
     activation: str = "relu"

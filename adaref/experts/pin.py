@@ -1,4 +1,4 @@
-"""Polynomial interaction (PIN) expert, eq. 5 of §3.2.4 (xDeepInt), paper-decisions row 7."""
+"""Polynomial interaction (PIN) expert, eq. 5 of §3.2.4 (xDeepInt), docs/decisions.md row 7."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +16,7 @@ from adaref.tensor import Tensor
 
 @dataclass(frozen=True)
 class PINConfig(Config):
-    """Configuration of the PIN expert (paper-decisions row 7)."""
+    """Configuration of the PIN expert (docs/decisions.md row 7)."""
 
     # H, xDeepInt's number of subspaces per field: each field's D vector is cut into H
     # pieces of D/H, and W mixes the F*H pieces. None = D ("bit-wise", W is FD x FD;

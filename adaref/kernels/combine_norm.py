@@ -1,5 +1,5 @@
 """Inference kernel of a whole SparseMoE layer's output: the weighted combine of eq. 12
-on top of the residual, then the per-field LayerNorm (paper-decisions row 15), in one
+on top of the residual, then the per-field LayerNorm (docs/decisions.md row 15), in one
 pass over each example's row.
 
     out[b] = Norm(base[b] + sum_{j: pos[b, j] >= 0} w[b, j] * ys[j][pos[b, j]])

@@ -10,7 +10,7 @@ rows does each in a single pass.
   not finite (a NaN, a +inf, or every entry -inf); those rows of y are undefined and
   the caller raises.
 * ``topk_rows(mask, x, k) -> nan_rows``: mask[i, j] is True for the k largest entries
-  of row i, ties going to the lowest index (paper-decisions row 12), as ``k`` successive
+  of row i, ties going to the lowest index (docs/decisions.md row 12), as ``k`` successive
   maxima. Returns the number of rows with a NaN (their mask is undefined; the caller
   raises).
 

@@ -253,7 +253,7 @@ class AdaEnsemble(Module):
 
     # ------------------------------------------------------------------------------
     def _route_flops(self, routing: Routing, form: str, batch: int) -> np.ndarray:
-        """(B,) FLOPs per example along its route (paper-decisions row 24), in the
+        """(B,) FLOPs per example along its route (docs/decisions.md row 24), in the
         convention of :mod:`adaref.experts.base`: the depth gate, and at every layer it
         reaches the layer's gate, residual and norm, its selected experts and the
         weighted combine (2 F*D per selected expert), then the estimator(s) it uses: one

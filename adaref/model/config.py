@@ -1,6 +1,6 @@
 """Configuration of the AdaEnsemble model: one frozen dataclass per component.
 
-Every choice that the paper leaves open (``paper-decisions.md`` rows 9-19) is a named
+Every choice that the paper leaves open (``docs/decisions.md`` rows 9-19) is a named
 field here, documented next to the equation it belongs to; the ``paper`` and
 ``upstream`` presets (:func:`model_config`) are two settings of these fields.
 ``Config.from_dict`` rejects unknown keys and wrong types, naming them.
@@ -159,7 +159,7 @@ def _check_prior(name: str, prior: tuple[float, ...], n: int) -> None:
 def model_config(preset: str = "paper", **changes) -> ModelConfig:
     """The ``paper`` or ``upstream`` preset, with optional top-level field changes.
 
-    ``paper``: the paper's text with the suggested defaults (paper-decisions.md).
+    ``paper``: the paper's text with the suggested defaults (docs/decisions.md).
     ``upstream``: what the authors' TensorFlow code computes (column 4 there).
 
     >>> model_config("upstream").gate.combine

@@ -1,4 +1,4 @@
-"""The depth-selecting controller (§3.5; paper-decisions rows 18-19).
+"""The depth-selecting controller (§3.5; docs/decisions.md rows 18-19).
 
 The depth-selecting network has the noisy gating network's form (§3.5.1) with L
 choices, one per depth; each example exits at the depth with the largest score (top-1,

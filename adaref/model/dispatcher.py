@@ -9,7 +9,7 @@ done is proportional to the number of (example, expert) pairs, B*k, not B*N.
 
 The weights w (B, N) are zero off each example's selected set; which values they take
 on it (eq. 10's gates, Switch-style full-softmax probabilities, or 1) is the gate's
-``combine`` option (paper-decisions row 13, :mod:`adaref.model.gate`).
+``combine`` option (docs/decisions.md row 13, :mod:`adaref.model.gate`).
 
 Both steps are :class:`~adaref.tensor.Function` s whose forward and backward passes are
 the row kernels of :mod:`adaref.kernels.dispatch` (Numba, with NumPy twins).

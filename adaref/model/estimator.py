@@ -1,4 +1,4 @@
-"""The estimator of each layer (§3.4, eq. 17; paper-decisions row 17)."""
+"""The estimator of each layer (§3.4, eq. 17; docs/decisions.md row 17)."""
 from __future__ import annotations
 
 import numpy as np

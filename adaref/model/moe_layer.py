@@ -1,4 +1,4 @@
-"""One Sparse Mixture-of-Experts layer (§3.3, Figure 2; paper-decisions rows 9, 15)."""
+"""One Sparse Mixture-of-Experts layer (§3.3, Figure 2; docs/decisions.md rows 9, 15)."""
 from __future__ import annotations
 
 import numpy as np

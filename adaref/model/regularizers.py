@@ -1,4 +1,4 @@
-"""Load regularisers of the routers (§3.3.4, eqs. 13-16; §3.5.1; paper-decisions row 16).
+"""Load regularisers of the routers (§3.3.4, eqs. 13-16; §3.5.1; docs/decisions.md row 16).
 
     L_balance      = N * sum_j f_j P_j                                 (13, without lambda)
     f_j            = (1/B) sum_x 1{argmax p(x) = j}                    (14)

@@ -1,4 +1,4 @@
-"""The annealed top-k schedule (§3.3.2, paper-decisions row 14).
+"""The annealed top-k schedule (§3.3.2, docs/decisions.md row 14).
 
 Training starts dense (k = N: every example reaches every expert) and k decreases to
 its final value, so all experts and the gate learn before routing becomes sparse.

@@ -54,7 +54,7 @@ class Embedding(Module):
     fields) and costs one gather instead of F; :meth:`field_table` returns V_f for
     comparison with implementations that keep F tables.
 
-    Decision (OOV row, paper-decisions row 3): ``oov="learned"`` (the ``paper`` preset)
+    Decision (OOV row, docs/decisions.md row 3): ``oov="learned"`` (the ``paper`` preset)
     learns row 0 of each field like any other row; ``oov="zero"`` (``upstream``) makes
     it embed to the zero vector and receive no gradient.
 

@@ -1,7 +1,7 @@
 """Deterministic initialisers. Every one takes a ``numpy.random.Generator``: adaref
 never touches NumPy's global random state.
 
-The defaults follow the authors' setup (paper-decisions, "Other facts"): Glorot-uniform
+The defaults follow the authors' setup (docs/decisions.md, "Other facts"): Glorot-uniform
 kernels, zero biases, embeddings from a normal with sigma = 1/sqrt(D) truncated at 2
 sigma (TensorFlow's ``truncated_normal``).
 """

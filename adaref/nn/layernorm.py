@@ -11,7 +11,7 @@ from adaref.tensor import ShapeError, Tensor
 class LayerNorm(Module):
     """y = gain * (x - mean) / sqrt(var + eps) + bias over the last axis (size ``dim``).
 
-    In AdaEnsemble (paper-decisions row 15) the last axis is D: each field's vector is
+    In AdaEnsemble (docs/decisions.md row 15) the last axis is D: each field's vector is
     normalised on its own. ``gain`` (dim,) starts at 1, ``bias`` (dim,) at 0.
 
     >>> ln = LayerNorm(4)

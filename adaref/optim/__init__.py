@@ -4,7 +4,7 @@ over embedding rows), all updating parameters in place with checkpointable state
 One concept per file: :mod:`~adaref.optim.base` (the stepping, sparse-row and
 state-dict machinery), :mod:`~adaref.optim.sgd`, :mod:`~adaref.optim.adam`,
 :mod:`~adaref.optim.ftrl` and :mod:`~adaref.optim.registry` (build by name).
-The paper's setup (§4.1.4, paper-decisions row 23) is G-FTRL on the embedding table
+The paper's setup (§4.1.4, docs/decisions.md row 23) is G-FTRL on the embedding table
 and Adam on everything else: two optimisers over disjoint parameter lists.
 """
 from adaref.optim.adam import Adam, AdamConfig

@@ -18,7 +18,7 @@ the decay is then rescaled by Adam's per-element step size. It is **not** AdamW'
 decoupled decay ``w <- w - lr * wd * w``. ``l2`` is the paper's lambda (searched in
 [1e-4, 1e-3]); PyTorch's ``Adam(weight_decay=wd)`` is ``l2 = wd / 2``. It applies to
 every parameter given to this optimiser: to exempt some (e.g. biases), give them to a
-second Adam with ``l2 = 0``. (paper-decisions row 23: the authors' code uses no L2.)
+second Adam with ``l2 = 0``. (docs/decisions.md row 23: the authors' code uses no L2.)
 
 Decision (epsilon): ``"algorithm1"`` (default) is Kingma & Ba's Algorithm 1;
 ``"keras"`` is the "efficient" form of their §2 that TensorFlow/Keras Adam computes

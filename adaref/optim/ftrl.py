@@ -21,7 +21,7 @@ instead adds ``2 * l2``; Adam's ``l2`` in adaref follows Keras (loss term l2 ||w
 There is no learning rate: alpha and beta set the per-coordinate rate
 alpha / (beta + sqrt(n)).
 
-**GroupFTRL** (the paper's G-FTRL, §4.1.4; paper-decisions row 23): the same
+**GroupFTRL** (the paper's G-FTRL, §4.1.4; docs/decisions.md row 23): the same
 per-coordinate accumulators z and n and the same z update, but the L1 term is replaced
 by a group lasso over each row of a 2-D table (one group = one embedding vector), with
 threshold ``lam = l1 * sqrt(D)`` (``group_scale="sqrt_dim"``, the authors' code) or

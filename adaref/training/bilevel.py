@@ -1,4 +1,4 @@
-"""Bi-level optimisation (§3.6.2, Algorithm 2; paper-decisions rows 21-22).
+"""Bi-level optimisation (§3.6.2, Algorithm 2; docs/decisions.md rows 21-22).
 
 alpha = every gating parameter (each layer's expert gate and the depth controller:
 FFNs, expert/depth embeddings, temperatures); W = everything else (embedding, experts,

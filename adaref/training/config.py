@@ -24,7 +24,7 @@ class OptimizerChoice(Config):
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    """The training loop (§3.6, §4.1.4; paper-decisions rows 20-23)."""
+    """The training loop (§3.6, §4.1.4; docs/decisions.md rows 20-23)."""
 
     batch_size: int = 256                 # training mini-batch (the paper: 4096 on full data)
     shuffle: bool = True                  # a new random order every epoch; false: file order (authors' code)

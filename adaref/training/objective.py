@@ -2,7 +2,7 @@
 
     Loss = LogLoss + lambda_1 L_distribution^expert + lambda_2 L_distribution^depth  (+ z z-loss)
 
-The expert term is eq. 16 summed over the layers (paper-decisions row 20); the z-loss
+The expert term is eq. 16 summed over the layers (docs/decisions.md row 20); the z-loss
 (the authors' code) is summed over every gate and weighted by ``z`` (0 in the paper).
 """
 from __future__ import annotations

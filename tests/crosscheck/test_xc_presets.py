@@ -1,6 +1,6 @@
 """The torch reference reads adaref's config objects, so a preset set to the wrong value
 would be invisible to the numerical cross-checks. Here the two presets are compared,
-by name, with paper-decisions.md (rows 4-19 and the "Other facts"), and the
+by name, with docs/decisions.md (rows 4-19 and the "Other facts"), and the
 initialisation with the authors' setup."""
 from __future__ import annotations
 
