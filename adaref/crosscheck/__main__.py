@@ -246,8 +246,9 @@ def parser() -> argparse.ArgumentParser:
                                    "first divergent tensor. Default tolerances follow the golden dtype "
                                    "(float64: rtol 1e-9, atol 1e-12; float32: rtol 2e-3, atol 1e-5; atol "
                                    "is scaled by max(1, max |golden|)).")
-    c.add_argument("golden", metavar="GOLDEN_DIR")
-    c.add_argument("theirs", metavar="THEIRS.npz")
+    c.add_argument("golden", metavar="GOLDEN_DIR", help="a directory written by golden")
+    c.add_argument("theirs", metavar="THEIRS.npz",
+                   help="their tensors under the golden names ('<form>.<name>', 'grad.<name>'), np.savez")
     c.add_argument("--names", metavar="MAP.json", help="rename their tensors: {\"their name\": \"golden name\"}")
     c.add_argument("--rtol", type=number(0), default=None, help="relative tolerance (default by dtype)")
     c.add_argument("--atol", type=number(0), default=None, help="absolute tolerance (default by dtype)")
@@ -269,7 +270,8 @@ def parser() -> argparse.ArgumentParser:
                                    "configuration with the first divergent tensor named. The factory is "
                                    "called as factory(config, vocab_sizes, weights, dtype) (see "
                                    "adaref.crosscheck.adapter); e.g. adaref.crosscheck.torch_port:build.")
-    t.add_argument("factory", metavar="MODULE:FACTORY")
+    t.add_argument("factory", metavar="MODULE:FACTORY",
+                   help="an importable callable factory(config, vocab_sizes, weights, dtype) -> port")
     t.add_argument("--examples", type=integer(1), default=40, help="Hypothesis examples (default 40)")
     t.add_argument("--seed", type=integer(0), default=0, help="Hypothesis seed (default 0)")
     t.add_argument("--presets", nargs="+", choices=("paper", "upstream"), default=("paper", "upstream"))
