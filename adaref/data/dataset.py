@@ -175,7 +175,10 @@ def load(dataset: str, *, input=None, sample: bool = False, preset: str = "paper
     """Prepare (or reuse) and open an encoded data set.
 
     Give either ``input`` (a path or a list of paths, read in order) or
-    ``sample=True`` (the bundled sample of ``dataset``). ``preset`` picks the options
+    ``sample=True`` (the bundled sample of ``dataset``; its rare-level threshold is
+    lowered from the full-data 20 to :data:`adaref.data.config.SAMPLE_RARE_THRESHOLD`,
+    since on 7k training rows a threshold of 20 would send most levels to the OOV
+    row). ``preset`` picks the options
     (``paper`` or ``upstream``); ``overrides`` replaces single options by dotted name
     (``{"transform.rare_threshold": 5}``); ``seed`` sets ``split.seed``. ``out``
     defaults to :func:`default_out`.

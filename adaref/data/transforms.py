@@ -4,8 +4,9 @@ All functions act on int64 arrays of shape ``(B,)`` and return int64 levels, whi
 then get per-field ids through a vocabulary (:mod:`adaref.data.vocab`).
 
 * :func:`winners_log` -- ``numeric_transform="winners_log"`` (``paper``): the Criteo
-  winners' floor(ln(v)^2) for v > 2, and v itself otherwise (so 2, 1, 0 and negative
-  values keep their own levels). §4.1.1 prints floor(log(V^2)) but credits the
+  winners' floor(ln(v)^2) for v > 2, and v itself otherwise (so v <= 2 is not
+  transformed; larger values can land on the same level as a small one: 3 and 4 give
+  level 1, as v = 1 does, and 5 gives 2). §4.1.1 prints floor(log(V^2)) but credits the
   winners, whose code computes floor(ln(V)^2); the winners' form is taken.
 * :func:`authors_log` -- ``numeric_transform="authors_log"`` (``upstream``): the
   authors' floor(ln(v^2 + 1)), which is symmetric in the sign of v. Computed exactly
