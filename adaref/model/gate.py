@@ -70,6 +70,11 @@ class GateOutput:
 def l2_normalize(x: Tensor, axis: int = -1) -> Tensor:
     """x / sqrt(max(sum x^2, 1e-12)) along ``axis`` (TensorFlow's ``l2_normalize``).
 
+    Below norm 1e-6 (and at x = 0, when every unit of the gate's FFN is dead) the map is
+    x / 1e-6: the value is small but the gradient is 1e6 times the incoming one, as in
+    TensorFlow. Tiny gates meet this often (F*D // reduction may be a single ReLU
+    unit); the paper's size (624 // 16 = 39 units) rarely does.
+
     >>> v = Tensor(np.array([[3e-6, 4e-6], [3e-7, 4e-7], [0.0, 0.0]]))  # norms 5e-6, 5e-7, 0
     >>> np.round(l2_normalize(v).data, 12).tolist()    # below norm 1e-6: v / 1e-6
     [[0.6, 0.8], [0.3, 0.4], [0.0, 0.0]]
