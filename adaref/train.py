@@ -121,7 +121,7 @@ def _print_table(metrics: dict, run_dir: Path, seconds: float) -> None:
     print(f"  {'':<34}{'AUC':>8}{'log-loss':>10}")
     print(f"  {'hard exit (Algorithm 1, serving)':<34}{t['auc']:>8.4f}{t['log_loss']:>10.4f}")
     if t["auc_soft"] is not None:
-        print(f"  {'soft depth mixture (training form)':<34}{t['auc_soft']:>8.4f}{t['log_loss_soft']:>10.4f}")
+        print(f"  {'soft depth mixture (sum_l p_l y_l)':<34}{t['auc_soft']:>8.4f}{t['log_loss_soft']:>10.4f}")
     print(f"  mean FLOPs per example: {t['mean_flops'] / 1e6:.3f}M (k = {t['k']})")
     depth = "  ".join(f"L{i + 1} {100 * f:.1f}%" for i, f in enumerate(t["depth_fractions"]))
     print(f"  exit depth: {depth}")

@@ -7,8 +7,10 @@ lowest depth on ties). Training forms (``ControllerConfig.train_form``, row 18):
 * ``soft`` (paper preset): every example runs all L layers and the prediction is the
   mixture y_hat = sum_l p_l(x) y_hat_l(x) with p the depth gate's full softmax, so the
   depth gate learns from the task loss.
-* ``straight_through``: the forward value is the hard exit's prediction y_hat_{l*}; the
-  gradient is the soft mixture's (weights onehot + p - stop_gradient(p)).
+* ``straight_through``: the forward value is the hard exit's prediction y_hat_{l*}, with
+  mixture weights onehot + p - stop_gradient(p): the depth gate gets the soft mixture's
+  gradient (taken at the hard prediction), every other parameter exactly the hard
+  form's.
 * ``hard`` (the authors' code): the hard exit of Algorithm 1, unweighted: the depth gate
   learns only from its regularisers.
 

@@ -15,7 +15,9 @@ from adaref.model import AdaEnsemble
 class Evaluation:
     """Metrics of one split. ``auc``/``log_loss``: the hard exit of Algorithm 1 (or full
     depth without the controller): what serving computes. ``auc_soft``/``log_loss_soft``:
-    the training form's soft depth mixture (None without the controller)."""
+    the soft depth mixture sum_l p_l(x) y_hat_l(x), whatever the training form (the
+    ``paper`` preset trains on it; the sample defaults train straight-through and
+    ``upstream`` on the hard exit); None without the controller."""
 
     examples: int
     auc: float
