@@ -36,12 +36,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         usage="python -m adaref.train (--sample NAME | --data PATH --dataset NAME | --config JSON "
               "| --resume DIR) [options]",
         description="Train AdaEnsemble on Criteo, Avazu or iPinYou data and evaluate it.",
-        epilog="Every model and training option above can also be set in a --config JSON file "
+        epilog="'row N' in the help refers to docs/decisions.md (the paper's open choices). "
+               "Every model and training option above can also be set in a --config JSON file "
                "(the run directory's config.json has the full form).")
     src = p.add_argument_group("data")
     which = src.add_mutually_exclusive_group()
     which.add_argument("--sample", choices=["criteo", "avazu", "ipinyou"],
-                       help="train on the bundled real sample of this data set (data_samples/)")
+                       help="train on the bundled real sample of this data set (data_samples/) with the "
+                            "defaults chosen for a 10k-row sample instead of the preset's full-data ones: "
+                            "D = 8, L = 2, batch 256, evaluation every 20 steps, rare-level threshold 2; "
+                            "paper: k annealed 5 -> 2 over 100 steps, straight-through depth training, "
+                            "joint steps (no Algorithm 2); upstream: its own choices scaled down, depth "
+                            "prior (0.3, 0.7) (docs/training.md)")
     which.add_argument("--data", metavar="PATH", help="a raw data file (needs --dataset)")
     src.add_argument("--dataset", choices=["criteo", "avazu", "ipinyou"], help="the format of --data")
     src.add_argument("--on-bad-line", choices=["error", "skip"],

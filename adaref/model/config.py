@@ -56,7 +56,7 @@ class KScheduleConfig(Config):
     ``piecewise``: ``boundaries`` [(step, k), ...]: from each step on, that k.
     """
 
-    kind: Literal["linear", "constant", "piecewise"] = "linear"   # how k moves from N to k (see above)
+    kind: Literal["linear", "constant", "piecewise"] = "linear"   # how k moves from N to its final value
     k: int = 3                            # the final k (k_final)
     steps: int = 1000                     # linear: steps to go from N to k
     boundaries: tuple[tuple[int, int], ...] = ()   # piecewise: ((step, k), ...), steps ascending, k >= 1

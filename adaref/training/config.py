@@ -18,8 +18,8 @@ from adaref.model.config import ModelConfig, model_config
 class OptimizerChoice(Config):
     """One optimiser by registry name (``adaref.optim.OPTIMIZERS``) and its hyper-parameters."""
 
-    name: str = "adam"
-    options: dict = field(default_factory=dict)
+    name: str = "adam"                    # sgd, adam, ftrl (FTRL-Proximal) or gftrl (group-lasso FTRL per row)
+    options: dict = field(default_factory=dict)   # JSON of its hyper-parameters, e.g. {"lr": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def sample_defaults(preset: str = "paper") -> RunConfig:
 
     The paper's full-data setting (D = 16, L = 4, k = 3) overfits 7k rows (test AUC about
     0.69 on Criteo). These defaults were chosen on the validation split of the Criteo
-    sample (seeds 0-2; see the README for the sweep and the test numbers):
+    sample (seeds 0-2; docs/training.md gives the sweep and the test numbers):
 
     * a smaller model: D = 8, L = 2, k annealed from 5 to 2 over 100 steps;
     * ``controller.train_form = "straight_through"``: the soft depth mixture lets the
