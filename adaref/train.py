@@ -119,11 +119,27 @@ def resolve_run(args: argparse.Namespace, hints: dict) -> RunConfig:
     return RunConfig.from_dict(tree)
 
 
+def _finished(run_dir: Path) -> dict | None:
+    """The metrics of a run that has finished (its metrics.json), else None."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and isinstance(metrics.get("test"), dict) else None
+
+
 def _print_table(metrics: dict, run_dir: Path, seconds: float) -> None:
     t = metrics["test"]
     chosen = (f"best step {metrics['best_step']}" if metrics["best_step"] >= 0
               else f"final weights after {metrics['steps']} steps (no validation split)")
-    print(f"\nAdaEnsemble, test split ({t['examples']} examples), {chosen}")
+    if metrics.get("stopped_early"):
+        best = metrics["best_step"]
+        why = (f"stopped early at step {metrics['steps']} (epoch {metrics['epochs']:g}): no better "
+               f"validation AUC in {metrics.get('patience', '?')} evaluations after step {best}")
+    else:
+        why = f"trained the whole budget: {metrics['steps']} steps ({metrics['epochs']:g} epochs)"
+    print(f"\n{why}")
+    print(f"AdaEnsemble, test split ({t['examples']} examples), {chosen}")
     print(f"  {'':<34}{'AUC':>8}{'log-loss':>10}")
     print(f"  {'hard exit (Algorithm 1, serving)':<34}{t['auc']:>8.4f}{t['log_loss']:>10.4f}")
     if t["auc_soft"] is not None:
@@ -147,8 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume:
             run_dir = Path(args.resume)
-            if not (run_dir / "config.json").is_file() or not (run_dir / "last.npz").is_file():
-                parser.error(f"--resume {run_dir}: no config.json and last.npz there")
+            if not run_dir.exists():
+                parser.error(f"--resume {run_dir}: no such directory")
+            if not run_dir.is_dir():
+                parser.error(f"--resume {run_dir}: not a directory (give the run directory)")
+            missing = [f for f in ("config.json", "last.npz") if not (run_dir / f).is_file()]
+            if missing:
+                parser.error(f"--resume {run_dir}: not a resumable run directory (no {' and no '.join(missing)})")
+            if _finished(run_dir) is not None and not args.quiet:
+                print(f"adaref.train: the run in {run_dir} has already finished (it has metrics.json); "
+                      f"nothing is trained: its checkpoint is checked and its selected weights scored again")
             given = [k for k, v in vars(args).items() if v not in (None, False) and k not in ("resume", "quiet")]
             if given:
                 names = ", ".join("--" + (k[4:] if k.startswith("cfg:") else k) for k in given)

@@ -7,8 +7,13 @@ from typing import Sequence
 import numpy as np
 
 
-def write_plots(run_dir: Path, history: list[dict], test, experts: Sequence[str]) -> list[Path]:
-    """Write ``curves.png``, ``expert_usage.png``, ``exit_depth.png`` and ``k.png``."""
+def write_plots(run_dir: Path, history: list[dict], test, experts: Sequence[str], *,
+                eval_split: str = "val", k0: int | None = None) -> list[Path]:
+    """Write ``curves.png``, ``expert_usage.png``, ``exit_depth.png`` and ``k.png``.
+
+    ``eval_split``: the split the periodic evaluations ran on (``test`` when the data has
+    no validation split), named in the labels. ``k0``: k at step 0, where ``k.png`` starts.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,19 +21,23 @@ def write_plots(run_dir: Path, history: list[dict], test, experts: Sequence[str]
 
     paths = []
     steps = [r["step"] for r in history]
+    ev = eval_split
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax1.plot(steps, [r["train_loss"] for r in history], label="train objective (eq. 18)")
-    ax1.plot(steps, [r["train_log_loss"] for r in history], label="train log-loss")
-    ax1.plot(steps, [r["val_log_loss"] for r in history], label="val log-loss (hard exit)")
+    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax0.plot(steps, [r["train_log_loss"] for r in history], label="train log-loss")
+    ax0.plot(steps, [r["val_log_loss"] for r in history], label=f"{ev} log-loss (hard exit)")
+    ax0.set_xlabel("step")
+    ax0.set_title("log-loss")
+    ax0.legend(fontsize=8)
+    ax1.plot(steps, [r["train_loss"] for r in history], label="train objective (eq. 18)", color="C2")
     ax1.set_xlabel("step")
-    ax1.set_title("loss")
+    ax1.set_title("training objective (eq. 18: log-loss + regularisers)")
     ax1.legend(fontsize=8)
-    ax2.plot(steps, [r["val_auc"] for r in history], label="val AUC (hard exit)")
+    ax2.plot(steps, [r["val_auc"] for r in history], label=f"{ev} AUC (hard exit)")
     if any(r.get("val_auc_soft") is not None for r in history):
-        ax2.plot(steps, [r["val_auc_soft"] for r in history], label="val AUC (soft mixture)")
+        ax2.plot(steps, [r["val_auc_soft"] for r in history], label=f"{ev} AUC (soft mixture)")
     ax2.set_xlabel("step")
-    ax2.set_title("AUC")
+    ax2.set_title(f"AUC on the {ev} split")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     paths.append(_save(fig, run_dir / "curves.png"))
@@ -56,7 +65,13 @@ def write_plots(run_dir: Path, history: list[dict], test, experts: Sequence[str]
     paths.append(_save(fig, run_dir / "exit_depth.png"))
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.step(steps, [r["k"] for r in history], where="post")
+    k_steps, ks = list(steps), [r["k"] for r in history]
+    if k0 is not None and (not k_steps or k_steps[0] > 0):
+        k_steps, ks = [0] + k_steps, [k0] + ks
+    ax.step(k_steps, ks, where="post")
+    ax.set_xlim(left=0)
+    ax.set_yticks(range(1, len(experts) + 1))                        # k is an integer in 1..N
+    ax.set_ylim(0.5, len(experts) + 0.5)
     ax.set_xlabel("step")
     ax.set_ylabel("k")
     ax.set_title("experts per example (annealed k)")

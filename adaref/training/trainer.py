@@ -38,8 +38,10 @@ from adaref.training.objective import objective
 from adaref.training.progress import TrainingProgress
 
 HISTORY_FIELDS = ["step", "epoch", "k", "train_loss", "train_log_loss", "expert_loss", "depth_loss",
-                  "z_loss", "val_auc", "val_log_loss", "val_auc_soft", "val_log_loss_soft",
+                  "z_loss", "eval_split", "val_auc", "val_log_loss", "val_auc_soft", "val_log_loss_soft",
                   "val_mean_flops", "seconds"]
+# the val_* columns hold the evaluation split named in eval_split: "val", or "test" when the
+# data has no validation split (the upstream preset's positional 80/20 split)
 
 
 class TrainingDiverged(RuntimeError):
@@ -280,7 +282,7 @@ class Trainer:
                "train_log_loss": s.sums.get("log_loss", 0.0) / count,
                "expert_loss": s.sums.get("expert_loss", 0.0) / count,
                "depth_loss": s.sums.get("depth_loss", 0.0) / count,
-               "z_loss": s.sums.get("z_loss", 0.0) / count,
+               "z_loss": s.sums.get("z_loss", 0.0) / count, "eval_split": split,
                "val_auc": ev.auc, "val_log_loss": ev.log_loss, "val_auc_soft": ev.auc_soft,
                "val_log_loss_soft": ev.log_loss_soft, "val_mean_flops": ev.mean_flops,
                "seconds": round(s.seconds, 3)}
@@ -317,12 +319,14 @@ class Trainer:
                    "best_val": best, "steps": self.state.step,
                    "epochs": round(self.state.step / self.steps_per_epoch, 4),
                    "stopped_early": self.state.stopped_early,
+                   "patience": self.run.train.patience,
                    "examples": {k: int(len(v)) for k, v in self.rows.items()},
                    "data_lines": self.ds.manifest.get("rows")}   # read, encoded, skipped by reason
         write_json(self.dir / "metrics.json", metrics)
         from adaref.training.plots import write_plots
 
-        write_plots(self.dir, self.state.history, test, self.model.config.moe.experts)
+        write_plots(self.dir, self.state.history, test, self.model.config.moe.experts,
+                    eval_split="val" if self.has_val else "test", k0=self.model.k_schedule(0))
         return metrics
 
     # ---------------------------------------------------------------------------- files
