@@ -10,6 +10,12 @@ import sys
 import adaref.bench as _pkg
 
 
+USAGE = """usage: python -m adaref.bench NAME [options]
+
+Benchmarks of adaref (times on a 2-core machine, default options):
+"""
+
+
 def available() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(_pkg.__path__) if not m.name.startswith("_"))
 
@@ -17,8 +23,13 @@ def available() -> list[str]:
 def main(argv: list[str]) -> int:
     names = available()
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("benchmarks:", ", ".join(names) or "(none yet)")
+        print(USAGE)
+        for name in names:
+            module = importlib.import_module(f"adaref.bench.{name}")
+            summary, runtime = getattr(module, "SUMMARY", ""), getattr(module, "RUNTIME", "")
+            print(f"  {name:<11} {summary}" + (f" ({runtime})" if runtime else ""))
+        print("\npython -m adaref.bench NAME --help gives each one's options. Each prints a table;"
+              "\ncompare ratios measured in one run, since machines differ.")
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in names:

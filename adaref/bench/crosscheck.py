@@ -17,7 +17,11 @@ import time
 import numpy as np
 
 from adaref.argtypes import integer
+from adaref.bench import plain
 
+
+SUMMARY = "time golden and compare at the paper's size (F = 39, D = 16, L = 4, B = 256)"
+RUNTIME = "about 10 s"     # default run, 2-core machine
 
 def _best(fn, repeat: int) -> float:
     times = []
@@ -29,7 +33,7 @@ def _best(fn, repeat: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m adaref.bench crosscheck", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m adaref.bench crosscheck", description=plain(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--batch", type=integer(1), default=256, help="examples (default 256)")
     p.add_argument("--repeat", type=integer(1), default=2, help="runs per setting, best kept (default 2)")
