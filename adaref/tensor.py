@@ -1,15 +1,16 @@
 """The autograd engine: ``Tensor``, ``Function``, ``backward`` and ``no_grad``.
 
-This file and :mod:`adaref.ops` are the whole reverse-mode autograd. Read this one
-first: it holds the four ideas every op relies on.
+This file, :mod:`adaref.accumulation` and the package :mod:`adaref.ops` are the whole
+reverse-mode autograd. Read this one first: it holds the four ideas every op relies on.
 
 1. A :class:`Tensor` wraps one ``numpy.ndarray`` (float32 or float64) and, if it was
    produced by an op while gradients were enabled, the :class:`Function` that made it.
 2. A :class:`Function` is one op: ``forward`` maps arrays to an array and ``backward``
    maps the output's gradient to one gradient per input (the vector-Jacobian
    product). Both sit side by side in :mod:`adaref.ops`.
-3. :meth:`Tensor.backward` sorts the graph topologically and walks it in reverse,
-   **accumulating** gradients for tensors used more than once (in place, into an
+3. :meth:`Tensor.backward` sorts the graph topologically and walks it in reverse
+   once, **accumulating** the gradients of tensors used more than once with
+   :func:`~adaref.accumulation.accumulate` (dense or row-sparse; in place, into an
    array the engine allocated itself, once a tensor's second gradient arrives).
 4. Broadcasting is undone **once, here** (:func:`unbroadcast`): an op's backward may
    return a gradient in the broadcast output shape, and the engine sums it back down to
@@ -35,7 +36,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from adaref import kernels
+from adaref.accumulation import RowSparseGrad, accumulate, dense
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -76,54 +77,6 @@ def no_grad() -> Iterator[None]:
         yield
     finally:
         _state.grad_enabled = previous
-
-
-# ----------------------------------------------------------------------------
-# Gradients of embedding tables: only the touched rows
-# ----------------------------------------------------------------------------
-class RowSparseGrad:
-    """Gradient of an array that is nonzero only in some rows (entries of axis 0).
-
-    ``rows`` (R,) are unique sorted row indices, ``values`` (R, ...) their gradients and
-    ``shape`` (V, ...) the array's shape. An embedding lookup produces one for its (V, D)
-    table, and optimisers update only ``rows``; the dispatcher's row gather produces one
-    for an intermediate (B, F, D), which the engine adds into that tensor's gradient.
-    ``to_dense()`` gives the ordinary array.
-    """
-
-    __slots__ = ("rows", "values", "shape")
-
-    def __init__(self, rows: np.ndarray, values: np.ndarray, shape: tuple[int, ...]):
-        self.rows, self.values, self.shape = rows, values, tuple(shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.values.dtype
-
-    def to_dense(self) -> np.ndarray:
-        dense = np.zeros(self.shape, dtype=self.values.dtype)
-        dense[self.rows] = self.values  # rows are unique: plain assignment is exact
-        return dense
-
-    def __add__(self, other: "RowSparseGrad | np.ndarray") -> "RowSparseGrad | np.ndarray":
-        if isinstance(other, np.ndarray):
-            out = other.copy()
-            out[self.rows] += self.values
-            return out
-        rows, inverse = np.unique(np.concatenate([self.rows, other.rows]), return_inverse=True)
-        values = np.zeros((len(rows),) + self.shape[1:], dtype=self.values.dtype)
-        np.add.at(values, inverse, np.concatenate([self.values, other.values]))
-        return RowSparseGrad(rows, values, self.shape)
-
-    __radd__ = __add__
-
-    def __repr__(self) -> str:
-        return f"RowSparseGrad(rows={self.rows.tolist()}, shape={self.shape})"
-
-
-def dense(grad: "np.ndarray | RowSparseGrad") -> np.ndarray:
-    """The gradient as a dense array, whatever form it is stored in."""
-    return grad.to_dense() if isinstance(grad, RowSparseGrad) else grad
 
 
 # ----------------------------------------------------------------------------
@@ -214,72 +167,25 @@ class Tensor:
         if grad.shape != self.shape:
             raise ShapeError(f"backward: gradient shape {grad.shape} != tensor shape {self.shape}")
 
-        grads: dict[int, np.ndarray | RowSparseGrad] = {id(self): grad}
-        owned: set[int] = set()   # intermediates whose gradient array the engine allocated
+        pending: dict[int, np.ndarray | RowSparseGrad] = {id(self): grad}  # summed so far
+        owned: set[int] = set()   # pending sums held in arrays this pass allocated itself
         for node in reversed(_topological_order(self)):
-            g = grads.pop(id(node), None)
+            g = pending.pop(id(node), None)
             if g is None:
                 continue
-            if node._ctx is None:  # a leaf: keep its gradient
-                if node.grad is None:   # a fresh array: an op may hand one array to two inputs
-                    node.grad = np.array(g) if isinstance(g, np.ndarray) else g
-                else:
-                    node.grad = _accumulate(node.grad, g)
+            if node._ctx is None:      # a leaf: keep its gradient, adding across calls
+                node.grad = _private(g) if node.grad is None else accumulate(node.grad, g)
                 continue
             ctx = node._ctx
-            input_grads = ctx.backward(dense(g))
-            for parent, pg in zip(ctx.parents, input_grads):
+            for parent, pg in zip(ctx.parents, ctx.backward(dense(g))):
                 if pg is None or not parent.requires_grad:
                     continue
                 if not isinstance(pg, RowSparseGrad):
                     pg = unbroadcast(pg, parent.shape)
-                key = id(parent)
-                if key not in grads:
-                    grads[key] = pg           # may be shared: an op can hand one array to two inputs
-                elif parent._ctx is None:     # a leaf: a RowSparseGrad stays sparse
-                    grads[key] = _accumulate(grads[key], pg)
-                elif key in owned:
-                    grads[key] = _add_into(grads[key], pg)
-                else:                         # a copy of the first gradient, then in place
-                    first = grads[key]        # np.array: a NumPy scalar becomes a writable 0-d array
-                    grads[key] = _add_into(first.to_dense() if isinstance(first, RowSparseGrad)
-                                           else np.array(first), pg)
-                    owned.add(key)
+                _add_pending(pending, owned, parent, pg)
 
-    # Operators and methods are thin wrappers over adaref.ops (bound at the bottom).
-    def __add__(self, other): return ops.add(self, other)
-    def __radd__(self, other): return ops.add(other, self)
-    def __sub__(self, other): return ops.sub(self, other)
-    def __rsub__(self, other): return ops.sub(other, self)
-    def __mul__(self, other): return ops.mul(self, other)
-    def __rmul__(self, other): return ops.mul(other, self)
-    def __truediv__(self, other): return ops.div(self, other)
-    def __rtruediv__(self, other): return ops.div(other, self)
-    def __pow__(self, other): return ops.pow(self, other)
-    def __rpow__(self, other): return ops.pow(other, self)
-    def __neg__(self): return ops.neg(self)
-    def __matmul__(self, other): return ops.matmul(self, other)
-    def __rmatmul__(self, other): return ops.matmul(other, self)
-    def __getitem__(self, key): return ops.getitem(self, key)
-
-    def sum(self, axis=None, keepdims=False): return ops.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return ops.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return ops.max(self, axis, keepdims)
-    def reshape(self, *shape): return ops.reshape(self, shape[0] if len(shape) == 1 else shape)
-    def transpose(self, *axes): return ops.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
-    def broadcast_to(self, shape): return ops.broadcast_to(self, shape)
-    def astype(self, dtype): return ops.astype(self, dtype)
-    def exp(self): return ops.exp(self)
-    def log(self): return ops.log(self)
-    def sqrt(self): return ops.sqrt(self)
-    def abs(self): return ops.abs(self)
-    def sigmoid(self): return ops.sigmoid(self)
-    def tanh(self): return ops.tanh(self)
-    def relu(self): return ops.relu(self)
-
-    @property
-    def T(self) -> "Tensor":
-        return ops.transpose(self, None)
+    # Operators (a + b, a @ b, x[i]) and methods (x.sum(), x.exp(), x.T, ...) are thin
+    # wrappers over the op functions; adaref.ops attaches them (ops -> tensor, one way).
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
@@ -305,6 +211,34 @@ def _topological_order(root: Tensor) -> list[Tensor]:
     return order
 
 
+def _private(g: "np.ndarray | RowSparseGrad") -> "np.ndarray | RowSparseGrad":
+    """A dense gradient copied into an array of its own: an op may hand one array to two
+    inputs (``x + x``), so a leaf's first gradient must not be the op's array."""
+    return np.array(g) if isinstance(g, np.ndarray) else g
+
+
+def _add_pending(pending: dict, owned: set, parent: Tensor,
+                 g: "np.ndarray | RowSparseGrad") -> None:
+    """Add ``g`` to the gradient ``parent`` has received so far in this backward pass.
+
+    The first gradient is kept as it is (it may be an op's array, shared). A leaf's sum
+    is formed out of place, so an embedding table's row-sparse gradients stay sparse. An
+    intermediate's sum is a dense array this pass allocates once, on the second
+    gradient, and then adds into in place.
+    """
+    key = id(parent)
+    if key not in pending:
+        pending[key] = g
+    elif parent._ctx is None:
+        pending[key] = accumulate(pending[key], g)
+    else:
+        if key not in owned:   # np.array: a NumPy scalar becomes a writable 0-d array
+            first = pending[key]
+            pending[key] = first.to_dense() if isinstance(first, RowSparseGrad) else np.array(first)
+            owned.add(key)
+        pending[key] = accumulate(pending[key], g, in_place=True)
+
+
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``.
 
@@ -320,28 +254,6 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
     return grad
-
-
-def _add_into(a: np.ndarray, b: "np.ndarray | RowSparseGrad") -> np.ndarray:
-    """a += b in place, for a dense ``a`` that nothing else references; returns a.
-    A RowSparseGrad b adds only its rows (kernel ``scatter_add_unique_rows``), so the
-    backward of a row gather never builds a full-size array of zeros."""
-    if isinstance(b, RowSparseGrad) and a.flags.c_contiguous:       # rows of a are (F*D,) views
-        n = len(b.rows)
-        kernels.scatter_add_unique_rows(a.reshape(a.shape[0], -1), b.rows,
-                                        np.ascontiguousarray(b.values).reshape(n, -1))
-    elif isinstance(b, RowSparseGrad):
-        a[b.rows] += b.values
-    else:
-        a += b
-    return a
-
-
-def _accumulate(a, b):
-    """a + b for dense arrays and RowSparseGrad in any combination."""
-    if isinstance(a, RowSparseGrad) or isinstance(b, RowSparseGrad):
-        return a + b if isinstance(a, RowSparseGrad) else b + a
-    return a + b
 
 
 # ----------------------------------------------------------------------------
@@ -384,5 +296,3 @@ class Function:
     def backward(self, grad: np.ndarray) -> tuple:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
-
-from adaref import ops  # noqa: E402  (ops builds on Function and Tensor above)

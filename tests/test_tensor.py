@@ -258,3 +258,38 @@ def test_a_scalar_used_many_times_accumulates_every_gradient():
     y = (s * v).sum() + (s * v).sum() + (s * v).sum() + s * 4.0   # dy/ds = 3 + 3 + 3 + 4
     y.backward()
     assert float(x.grad) == 13.0
+
+
+def test_the_engine_does_not_import_the_ops():
+    """tensor.py and accumulation.py import no op module: ops -> tensor, one way."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(adaref.__file__).parent
+    for name in ("tensor.py", "accumulation.py"):
+        tree = ast.parse((root / name).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not {m for m in imported if m and (m == "adaref.ops" or m.startswith("adaref.ops."))}, name
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert "ops" not in names, name
+
+
+def test_every_sum_of_gradients_goes_through_accumulate(monkeypatch):
+    """Replacing the one accumulation function changes every sum the engine forms."""
+    from adaref import accumulation, tensor
+
+    calls = []
+    original = accumulation.accumulate
+
+    def counting(total, g, in_place=False):
+        calls.append(in_place)
+        return original(total, g, in_place)
+
+    monkeypatch.setattr(tensor, "accumulate", counting)
+    x = adaref.Tensor(np.arange(3.0), requires_grad=True)
+    h = x * 2.0                       # an intermediate used three times
+    (h * h + h).sum().backward()      # two in-place sums into h's gradient
+    (x * 1.0).sum().backward()        # the leaf's second backward call: out of place
+    assert calls == [True, True, False]
+    assert x.grad.tolist() == [3.0, 11.0, 19.0]     # d/dx (4x^2 + 2x) + 1 = 8x + 3
