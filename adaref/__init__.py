@@ -2,7 +2,8 @@
 
 The public core: :class:`Tensor` with reverse-mode autograd, :func:`no_grad`, the op
 functions in :mod:`adaref.ops` (also re-exported here), and the gradient-check
-oracle :func:`gradcheck` / :func:`check_vjp`.
+oracle :func:`gradcheck` / :func:`check_vjp`; :func:`load_run` loads a trained run
+to score new data (:mod:`adaref.serving`).
 """
 import os as _os
 import sys as _sys
@@ -33,3 +34,13 @@ from adaref.ops import (abs, add, astype, broadcast_to, clip, concatenate, div, 
 
 __version__ = "0.1.0"
 from adaref.gradcheck import GradcheckError, check_vjp, gradcheck, gradcheck_module  # noqa: E402
+from adaref import metrics  # noqa: E402,F401  (exact AUC, log-loss: adaref.metrics.auc)
+
+
+def __getattr__(name: str):
+    """``adaref.load_run`` (:mod:`adaref.serving`), imported on first use: it brings in the
+    model, data and training packages, which ``import adaref`` alone does not need."""
+    if name in ("load_run", "Run"):
+        from adaref import serving
+        return getattr(serving, name)
+    raise AttributeError(f"module 'adaref' has no attribute {name!r}")

@@ -273,7 +273,8 @@ class RawReader:
             keep = ~np.isin(good, np.fromiter(line_bad, dtype=np.int64, count=len(line_bad)))
         if not keep.any():
             return None
-        labels = decoded[self._label].values[keep].astype(np.float32)
+        labels = (decoded[self._label].values[keep].astype(np.float32) if self._label is not None
+                  else np.full(int(keep.sum()), np.nan, dtype=np.float32))     # unlabelled: NaN
         cols = {schema.columns[j].name: Decoded(decoded[j].values[keep], decoded[j].missing[keep],
                                                 decoded[j].bad[keep])
                 for j in self._feature_idx}

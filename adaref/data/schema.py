@@ -67,8 +67,22 @@ class Schema:
         """Columns that can become fields (numeric, categorical, hour), in file order."""
         return [c for c in self.columns if c.role in ("numeric", "categorical", "hour")]
 
-    def label_index(self) -> int:
-        return next(i for i, c in enumerate(self.columns) if c.role == "label")
+    def label_index(self) -> int | None:
+        """Position of the label column; ``None`` for an unlabelled form (:meth:`without_label`)."""
+        return next((i for i, c in enumerate(self.columns) if c.role == "label"), None)
+
+    def without_label(self) -> "Schema":
+        """The same format without its label column (files to score, e.g. a Kaggle test set).
+
+        >>> s = SCHEMAS["avazu"].without_label()
+        >>> len(s.columns), s.header.startswith("id,hour,")
+        (23, True)
+        """
+        label = self.columns[self.label_index()].name
+        header = (None if self.header is None else
+                  self.delimiter.join(c for c in self.header.split(self.delimiter) if c != label))
+        return Schema(self.name, tuple(c for c in self.columns if c.role != "label"), self.delimiter,
+                      header, self.quoted)
 
 
 def _criteo() -> Schema:

@@ -4,7 +4,9 @@ A run directory holds ``config.json`` (the :class:`~adaref.training.config.RunCo
 ``history.csv`` (one row per evaluation), ``best.npz`` (the weights with the best
 validation AUC, with their config), ``last.npz`` (everything needed to resume: weights,
 optimiser states, random generator states, the batch order and the loop's counters),
-``metrics.json`` (the final numbers) and the plots.
+``metrics.json`` (the final numbers), the plots, and ``data/`` (the prepared data's
+``manifest.json`` and ``vocab.json``: what :func:`adaref.load_run` needs to encode new
+raw lines exactly as the training data was).
 
 Determinism: the seed spawns independent generators for the initialisation, the batch
 order, the gate jitter and the validation batches of the alpha steps; their states are
@@ -16,6 +18,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -332,6 +335,20 @@ class Trainer:
     # ---------------------------------------------------------------------------- files
     def _write_config(self) -> None:
         write_json(self.dir / "config.json", self.run.to_dict())
+        self._write_data_description()
+
+    def _write_data_description(self) -> None:
+        """``data/manifest.json`` and ``data/vocab.json``: the id map of the training data,
+        so that the run alone can encode new raw lines (:func:`adaref.load_run`)."""
+        folder = self.dir / "data"
+        folder.mkdir(exist_ok=True)
+        manifest = {k: v for k, v in self.ds.manifest.items() if k != "reused"}
+        write_json(folder / "manifest.json", manifest)
+        vocab = Path(self.ds.path) / "vocab.json"
+        if vocab.is_file():
+            tmp = folder / ".vocab.json.tmp"
+            shutil.copyfile(vocab, tmp)
+            os.replace(tmp, folder / "vocab.json")
 
     def _write_history(self) -> None:
         tmp = self.dir / ".history.csv.tmp"
