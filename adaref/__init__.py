@@ -34,13 +34,16 @@ from adaref.ops import (abs, add, astype, broadcast_to, clip, concatenate, div, 
 
 __version__ = "0.1.0"
 from adaref.gradcheck import GradcheckError, check_vjp, gradcheck, gradcheck_module  # noqa: E402
-from adaref import metrics  # noqa: E402,F401  (exact AUC, log-loss: adaref.metrics.auc)
 
 
 def __getattr__(name: str):
-    """``adaref.load_run`` (:mod:`adaref.serving`), imported on first use: it brings in the
-    model, data and training packages, which ``import adaref`` alone does not need."""
+    """``adaref.load_run`` (:mod:`adaref.serving`) and ``adaref.metrics``, imported on first
+    use: they bring in the model, data and training packages and SciPy's statistics, which
+    ``import adaref`` alone does not need."""
     if name in ("load_run", "Run"):
         from adaref import serving
         return getattr(serving, name)
+    if name == "metrics":
+        import importlib
+        return importlib.import_module("adaref.metrics")
     raise AttributeError(f"module 'adaref' has no attribute {name!r}")

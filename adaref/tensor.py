@@ -148,12 +148,25 @@ class Tensor:
         self.grad = None
 
     # --- reverse mode ---------------------------------------------------------
-    def backward(self, grad: Any = None) -> None:
+    def backward(self, grad: Any = None, inputs: Sequence["Tensor"] | None = None) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires it.
 
         ``grad`` is the upstream gradient (the vector of the vector-Jacobian product);
         it may be omitted only for a single-element tensor, and is read in this tensor's
         dtype. Gradients add up across calls until :meth:`zero_grad`.
+
+        ``inputs``: compute the gradients of these leaves only. The graph is pruned to
+        the ops that lie on a path from one of them to ``self``; every other op's
+        backward is skipped, and an op whose inputs are only partly on such a path is
+        told so (``Function.needs_grad``), so it computes no gradient for the rest
+        (e.g. no weight gradient of a matmul whose input leads to a gate). The gradients
+        of ``inputs`` are bit-identical to a full backward pass; other leaves' ``.grad``
+        are left as they are.
+
+        >>> w, a = Tensor([2.0], requires_grad=True), Tensor([3.0], requires_grad=True)
+        >>> ((w * a) * a).sum().backward(inputs=[a])
+        >>> a.grad, w.grad
+        (array([12.]), None)
         """
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad (no input did, or "
@@ -167,18 +180,20 @@ class Tensor:
         if grad.shape != self.shape:
             raise ShapeError(f"backward: gradient shape {grad.shape} != tensor shape {self.shape}")
 
+        order = _topological_order(self)
+        needed = None if inputs is None else _on_paths_to(order, inputs)
         pending: dict[int, np.ndarray | RowSparseGrad] = {id(self): grad}  # summed so far
         owned: set[int] = set()   # pending sums held in arrays this pass allocated itself
-        for node in reversed(_topological_order(self)):
+        for node in reversed(order):
             g = pending.pop(id(node), None)
-            if g is None:
+            if g is None or (needed is not None and id(node) not in needed):
                 continue
             if node._ctx is None:      # a leaf: keep its gradient, adding across calls
                 node.grad = _private(g) if node.grad is None else accumulate(node.grad, g)
                 continue
             ctx = node._ctx
-            for parent, pg in zip(ctx.parents, ctx.backward(dense(g))):
-                if pg is None or not parent.requires_grad:
+            for parent, pg in zip(ctx.parents, _vjp(ctx, dense(g), needed)):
+                if pg is None or not parent.requires_grad or (needed is not None and id(parent) not in needed):
                     continue
                 if not isinstance(pg, RowSparseGrad):
                     pg = unbroadcast(pg, parent.shape)
@@ -209,6 +224,36 @@ def _topological_order(root: Tensor) -> list[Tensor]:
             stack.extend((p, False) for p in node._ctx.parents
                          if p.requires_grad and id(p) not in seen)
     return order
+
+
+def _on_paths_to(order: list[Tensor], inputs: Sequence[Tensor]) -> set[int]:
+    """Ids of the tensors of ``order`` (inputs before outputs) that depend on one of the
+    leaves ``inputs``: exactly those whose gradient a pruned backward pass needs."""
+    needed: set[int] = set()
+    for t in inputs:
+        if not isinstance(t, Tensor) or not t.requires_grad or t._ctx is not None:
+            raise ValueError(f"backward: inputs must be leaf tensors that require grad; got "
+                             f"{t!r:.60}" + ("" if not isinstance(t, Tensor) else
+                                             " (computed by an op)" if t._ctx is not None else
+                                             " (requires_grad=False)"))
+        needed.add(id(t))
+    for node in order:
+        if node._ctx is not None and any(id(p) in needed for p in node._ctx.parents):
+            needed.add(id(node))
+    return needed
+
+
+def _vjp(ctx: "Function", g: np.ndarray, needed: set[int] | None) -> tuple:
+    """``ctx.backward(g)``; in a pruned pass (``needed``), with ``ctx.needs_grad`` narrowed
+    for the call to the inputs on a path to a requested leaf."""
+    if needed is None:
+        return ctx.backward(g)
+    saved = ctx.needs_grad
+    ctx.needs_grad = tuple(n and id(p) in needed for n, p in zip(saved, ctx.parents))
+    try:
+        return ctx.backward(g)
+    finally:
+        ctx.needs_grad = saved
 
 
 def _private(g: "np.ndarray | RowSparseGrad") -> "np.ndarray | RowSparseGrad":

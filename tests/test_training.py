@@ -288,8 +288,8 @@ def test_nan_gradient_stops_with_the_step(criteo, tmp_path, monkeypatch):
     trainer = Trainer(tiny_run(), criteo, tmp_path, quiet=True)
     head = trainer.model.estimators[0].linear.bias
 
-    def poison(self_loss):
-        original_backward(self_loss)
+    def poison(self_loss, *args, **kwargs):
+        original_backward(self_loss, *args, **kwargs)
         head.grad = np.full_like(head.data, np.nan)
 
     original_backward = adaref.Tensor.backward

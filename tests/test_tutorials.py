@@ -54,11 +54,12 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_and_matches_its_committed_outputs(path):
+def test_notebook_runs_and_matches_its_committed_outputs(path, tmp_path, monkeypatch):
     committed = nbformat.read(path, as_version=4)
     assert not any(o.get("output_type") == "error" for c in committed.cells if c.cell_type == "code"
                    for o in c.get("outputs", [])), f"{path.name} was committed with an error output"
     fresh = nbformat.read(path, as_version=4)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))     # the kernel's temporary folders: removed by pytest
     client = nbclient.NotebookClient(fresh, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(TUTORIALS)}})
     client.execute()                       # raises CellExecutionError, naming the cell, on any error

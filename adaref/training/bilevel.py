@@ -46,10 +46,11 @@ def split_parameters(model: Module) -> dict[str, list[tuple[str, Parameter]]]:
 
 
 def _grads(loss_fn: Loss, params: list[Parameter]) -> list[np.ndarray | None]:
-    """Each parameter's gradient of the loss, None where the loss does not reach it."""
+    """Each parameter's gradient of the loss, None where the loss does not reach it.
+    The backward pass is pruned to ``params`` (no other parameter's gradient is formed)."""
     for p in params:
         p.grad = None
-    loss_fn().backward()
+    loss_fn().backward(inputs=params)
     return [None if p.grad is None else dense(p.grad) for p in params]
 
 
@@ -77,8 +78,8 @@ def darts_gate_gradient(model: Module, train_loss: Loss, val_loss: Loss, xi: flo
     original = [p.data.copy() for p in w]
     try:
         if xi == 0:
-            return _grads(val_loss, every)[len(w):]
-        g_train = _grads(train_loss, every)[:len(w)]
+            return _grads(val_loss, alpha)
+        g_train = _grads(train_loss, w)
         for p, g in zip(w, g_train):                        # W' = W - xi grad_W L_train
             if g is not None:
                 p.data -= xi * g.astype(p.dtype)
@@ -92,7 +93,7 @@ def darts_gate_gradient(model: Module, train_loss: Loss, val_loss: Loss, xi: flo
         for sign in (1.0, -1.0):
             for p, o, vi in zip(w, original, v):            # W +/- eps v
                 p.data[...] = o if vi is None else o + sign * eps * vi.astype(p.dtype)
-            hv.append(_grads(train_loss, every)[len(w):])
+            hv.append(_grads(train_loss, alpha))
         return [_combine(da, gp, gm, xi, eps) for da, gp, gm in zip(d_alpha, hv[0], hv[1])]
     finally:
         for p, o in zip(w, original):

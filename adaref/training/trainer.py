@@ -92,6 +92,7 @@ class Trainer:
                     "val": np.random.default_rng(seeds[3])}
         t = run.train
         groups = split_parameters(self.model)
+        self._w_params = [p for _, p in groups["embedding"] + groups["weights"]]
         self.optimizers = {}
         for group, slot in (("embedding", "embedding_optimizer"), ("weights", "optimizer"),
                             ("gates", "gate_optimizer")):
@@ -177,7 +178,10 @@ class Trainer:
         if not math.isfinite(parts["loss"]):
             raise TrainingDiverged(f"step {self.state.step + 1}: the loss is {parts['loss']} (parts "
                                    f"{parts}); {self._last_good()}")
-        loss.backward()
+        if self.run.train.bilevel == "off":
+            loss.backward()
+        else:                                   # alpha is updated by its own step: no gradient here
+            loss.backward(inputs=self._w_params)
         try:
             self.optimizers["embedding"].step()
             self.optimizers["weights"].step()
@@ -209,7 +213,7 @@ class Trainer:
         gates = [p for _, p in split_parameters(self.model)["gates"]]
         if t.xi == 0:
             self.model.zero_grad()
-            self._loss(val_rows, self.rng["noise"])[0].backward()
+            self._loss(val_rows, self.rng["noise"])[0].backward(inputs=gates)   # pruned to alpha
         else:
             seed = int(self.rng["noise"].integers(2**63))   # the same jitter in every evaluation
             grads = darts_gate_gradient(
