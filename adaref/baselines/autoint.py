@@ -75,11 +75,11 @@ class InteractingLayer(Module):
     def forward(self, x: Tensor) -> Tensor:
         nb, f, _ = x.shape
         split = (nb, f, self.heads, self.head_size)
-        q = ops.reshape(linear_rows(x, self.Wq), split)                        # (B, F, H, d')
-        k = ops.reshape(linear_rows(x, self.Wk), split)                        # (B, F, H, d')
-        v = ops.reshape(linear_rows(x, self.Wv), split)                        # (B, F, H, d')
+        q = ops.reshape(linear_rows(x, self.Wq), split)                       # (B, F, H, d')
+        k = ops.reshape(linear_rows(x, self.Wk), split)                       # (B, F, H, d')
+        v = ops.reshape(linear_rows(x, self.Wv), split)                       # (B, F, H, d')
         o = ops.reshape(attention(q, k, v, scale=1.0), (nb, f, self.out_features))  # (B, F, A)
-        return ops.relu(o + linear_rows(x, self.Wres))                         # (B, F, A)
+        return ops.relu(o + linear_rows(x, self.Wres))                        # (B, F, A)
 
     def flops(self, num_fields: int) -> int:
         f, a, dh = num_fields, self.out_features, self.head_size

@@ -34,7 +34,7 @@ class DCNConfig(BaselineConfig):
 
 
 class CrossLayer(Module):
-    r"""One cross layer of DCN (eq. 3): x_{l+1} = x_0 x_l^T w_l + b_l + x_l.
+    r"""One cross layer of DCN: x_{l+1} = x_0 x_l^T w_l + b_l + x_l.
 
     x_0, x_l (B, n) -> (B, n); ``w`` (n,) Glorot uniform (fan-in n, fan-out 1), ``b`` (n,)
     zeros. x_l^T w_l is a scalar per example, so the layer costs O(n): FLOPs per example
@@ -59,25 +59,25 @@ class CrossLayer(Module):
 
 class DCN(Baseline):
     r"""Deep & Cross Network (Wang, Fu, Fu and Wang, "Deep & Cross Network for Ad Click
-    Predictions", ADKDD 2017, arXiv:1708.05123, eqs. 1-5).
+    Predictions", ADKDD 2017, arXiv:1708.05123).
 
     .. math::
 
-        x_0 = \mathrm{vec}(X_0) \in \mathbb{R}^{FD}\ \text{(embedding and stacking, eq. 1)}
+        x_0 = \mathrm{vec}(X_0) \in \mathbb{R}^{FD}\ \text{(embedding and stacking layer)}
 
-        x_{l+1} = x_0 x_l^T w_l + b_l + x_l\ \text{(cross network, eq. 3)}
+        x_{l+1} = x_0 x_l^T w_l + b_l + x_l\ \text{(cross network)}
 
-        h_{l+1} = \mathrm{relu}(W_l h_l + b_l),\ h_0 = x_0\ \text{(deep network, eq. 4)}
+        h_{l+1} = \mathrm{relu}(W_l h_l + b_l),\ h_0 = x_0\ \text{(deep network)}
 
-        \hat y = \sigma(w_{logit}^T [x_{L_1}, h_{L_2}] + b_{logit})\ \text{(combination, eq. 5)}
+        \hat y = \sigma(w_{logit}^T [x_{L_1}, h_{L_2}] + b_{logit})\ \text{(combination output layer)}
 
     The cross and deep networks run in parallel on x_0 and their outputs are
     concatenated (the paper's only structure). Decision (sizes): the paper tunes them
     per data set; DeepCTR's defaults, 2 cross layers and a deep network of (128, 128),
     are taken. Not the Cross expert (eq. 6 of AdaEnsemble, a full FD x FD matrix): DCN's
     w_l is a vector (:class:`CrossLayer`); DCN-V2 (:mod:`adaref.baselines.dcn_v2`) is
-    the full-matrix form. Unlike DeepCTR, no first-order (linear) term is added: the
-    paper has none.
+    the full-matrix form. Unlike DeepCTR's current DCN, no first-order (linear) term is
+    added: the paper has none.
 
     Shapes: ids (B, F) -> logit (B,). Parameters: ``embedding.weight``,
     ``cross.l.w``/``b`` (FD,), ``mlp.layers.k.*``, ``out.weight`` (FD + u_K, 1),

@@ -28,7 +28,7 @@ class DeepCrossingConfig(BaselineConfig):
 
 
 class ResidualUnit(Module):
-    r"""X^O = act(F(X^I) + X^I),  F(X) = W_1 act(W_0 X + b_0) + b_1  (Deep Crossing, eq. 2).
+    r"""X^O = act(F(X^I) + X^I),  F(X) = W_1 act(W_0 X + b_0) + b_1  (Deep Crossing's residual unit).
 
     Widths n -> h -> n. FLOPs per example: (2nh + h + a(h)) + (2hn + n) + n (add) + a(n).
     """
@@ -52,7 +52,7 @@ class ResidualUnit(Module):
 
 class DeepCrossing(Baseline):
     r"""Deep Crossing (Shan et al., "Deep Crossing: Web-Scale Modeling without Manually
-    Crafted Combinatorial Features", KDD 2016; eqs. 1-2 and Figure 1).
+    Crafted Combinatorial Features", KDD 2016).
 
     .. math::
 

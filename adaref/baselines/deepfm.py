@@ -20,7 +20,7 @@ from adaref.tensor import Tensor
 class DeepFMConfig(BaselineConfig):
     """DeepFM: the deep component's widths (the FM component has no options)."""
 
-    hidden: tuple[int, ...] = (256, 128)  # deep component (DeepCTR's DeepFM default)
+    hidden: tuple[int, ...] = (128, 128)  # deep component (DeepCTR's DeepFM default)
     activation: str = "relu"              # activation of the deep component
 
     def __post_init__(self):
@@ -31,7 +31,7 @@ class DeepFMConfig(BaselineConfig):
 
 class DeepFM(Baseline):
     r"""DeepFM (Guo et al., "DeepFM: A Factorization-Machine based Neural Network for CTR
-    Prediction", IJCAI 2017, arXiv:1703.04247, eqs. 1-4).
+    Prediction", IJCAI 2017, arXiv:1703.04247).
 
     .. math::
 

@@ -18,7 +18,7 @@ from adaref.tensor import Tensor
 class DNNConfig(BaselineConfig):
     """The plain multilayer perceptron."""
 
-    hidden: tuple[int, ...] = (256, 128)  # widths of the hidden layers (the deep part of DeepCTR's WDL/DeepFM)
+    hidden: tuple[int, ...] = (128, 128)  # hidden widths (the deep part of DeepCTR's WDL and DeepFM)
     activation: str = "relu"              # activation of every hidden layer
 
     def __post_init__(self):
@@ -39,7 +39,7 @@ class DNN(Baseline):
 
     The paper cites no reference for it; the layout (flatten, ReLU tower, one linear
     output unit) is that of the deep part of every deep CTR model here. Default widths
-    (256, 128): the deep part of DeepCTR's Wide & Deep and DeepFM.
+    (128, 128): the deep part of DeepCTR's Wide & Deep and DeepFM.
 
     Shapes: ids (B, F) -> logit (B,). Parameters: ``embedding.weight``,
     ``mlp.layers.k.weight``/``bias`` (:class:`~adaref.baselines.mlp.MLP`),

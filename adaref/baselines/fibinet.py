@@ -26,7 +26,7 @@ class FiBiNETConfig(BaselineConfig):
     bilinear: Literal["all", "each", "interaction"] = "interaction"
     # ^ W shared by all fields ("Field-All"), one per field ("Field-Each"), one per pair
     #   ("Field-Interaction", DeepCTR's default)
-    hidden: tuple[int, ...] = (256, 128)  # the DNN on the combination layer (DeepCTR's default)
+    hidden: tuple[int, ...] = (128, 128)  # the DNN on the combination layer (DeepCTR's default)
     activation: str = "relu"              # activation of the DNN
 
     def __post_init__(self):
@@ -127,7 +127,7 @@ class FiBiNET(Baseline):
     :class:`~adaref.baselines.linear.FirstOrder` (with w_0), the DNN a ReLU
     :class:`~adaref.baselines.mlp.MLP` with a bias-free output unit.
 
-    Decisions: reduction ratio 3, "Field-Interaction" bilinear type and a (256, 128)
+    Decisions: reduction ratio 3, "Field-Interaction" bilinear type and a (128, 128)
     DNN, DeepCTR's defaults; the combination layer is [p, q] only (the paper's; the
     embeddings themselves are not fed to the DNN).
 

@@ -24,8 +24,8 @@ class PNNConfig(BaselineConfig):
     # ^ IPNN, OPNN, or PNN* (both products concatenated); §4.1.3 names "PNN with both
     #   inner product layer and outer product layer"
     outer_form: Literal["kernel", "sum"] = "kernel"
-    # ^ the outer product: p_ij = e_i^T K_ij e_j per pair (the authors' code and DeepCTR),
-    #   or the ICDM paper's superposition p = f_S f_S^T with f_S = sum_i e_i (eq. 14)
+    # ^ the outer product: p_ij = e_i^T K_ij e_j per pair (the authors' current code and
+    #   DeepCTR), or the ICDM paper's superposition p = f_S f_S^T with f_S = sum_i e_i
     hidden: tuple[int, ...] = (128, 128)  # hidden layers after the product layer (DeepCTR's default)
     activation: str = "relu"              # activation of the hidden layers (the paper: ReLU)
 
@@ -49,10 +49,10 @@ def pairs(num_fields: int) -> tuple[np.ndarray, np.ndarray]:
 class ProductLayer(Module):
     r"""The product signals p of PNN for X_0 (B, F, D): inner, outer, or both concatenated.
 
-    * inner (IPNN, eq. 11): p_ij = <e_i, e_j> for the P = F(F-1)/2 pairs i < j -> (B, P);
+    * inner (IPNN): p_ij = <e_i, e_j> for the P = F(F-1)/2 pairs i < j -> (B, P);
     * outer, ``outer_form="kernel"``: p_ij = e_i^T K_ij e_j with one K_ij (D, D) per pair
       (``K`` (P, D, D), Glorot uniform with fan-in and fan-out D) -> (B, P);
-    * outer, ``outer_form="sum"`` (OPNN, eq. 14): p = f_S f_S^T, f_S = sum_i e_i,
+    * outer, ``outer_form="sum"`` (the ICDM paper's OPNN): p = f_S f_S^T, f_S = sum_i e_i,
       flattened -> (B, D^2), row-major (p[a D + b] = f_S[a] f_S[b]).
 
     FLOPs per example: inner 2DP; outer kernel P (2D^2 + 2D); outer sum FD + D^2.
@@ -103,17 +103,17 @@ class ProductLayer(Module):
 
 class PNN(Baseline):
     r"""Product-based neural network (Qu et al., "Product-based Neural Networks for User
-    Response Prediction", ICDM 2016, arXiv:1611.00144, eqs. 3-14; Qu et al., TOIS 2018,
+    Response Prediction", ICDM 2016, arXiv:1611.00144; Qu et al., TOIS 2018,
     arXiv:1807.00311).
 
     .. math::
 
         l_1 = \mathrm{relu}(l_z + l_p + b_1),\quad
         l_z^n = W_z^n \odot z,\ z = [f_1, \ldots, f_N],\quad
-        l_p^n = W_p^n \odot p\ \text{(eqs. 3-6)}
+        l_p^n = W_p^n \odot p\ \text{(product layer)}
 
-        \text{IPNN: } p_{ij} = \langle f_i, f_j \rangle\ \text{(eq. 11)},\qquad
-        \text{OPNN: } p = f_\Sigma f_\Sigma^T,\ f_\Sigma = \textstyle\sum_i f_i\ \text{(eq. 14)}
+        \text{IPNN: } p_{ij} = \langle f_i, f_j \rangle,\qquad
+        \text{OPNN: } p = f_\Sigma f_\Sigma^T,\ f_\Sigma = \textstyle\sum_i f_i
 
         l_2 = \mathrm{relu}(W_2 l_1 + b_2),\ \ldots,\qquad \hat y = \sigma(W_3 l_2 + b_3)
 
@@ -130,8 +130,9 @@ class PNN(Baseline):
       efficiency device): every pair i < j has its own weight, as in the authors' code
       (product-nets, PNN1) and DeepCTR; pairs i = j are left out, as there;
     * OPNN's outer product (``outer_form``): "kernel", p_ij = f_i^T K_ij f_j, one scalar
-      per pair, the authors' code (PNN2) and DeepCTR (``kernel_type="mat"``); "sum" is
-      the ICDM paper's superposition (eq. 14);
+      per pair, as the current authors' code (product-nets, PNN2) and DeepCTR
+      (``kernel_type="mat"``); "sum" is the ICDM paper's superposition, which the
+      authors' first PNN2 computed;
     * hidden widths (128, 128), DeepCTR's default; no dropout.
 
     Shapes: ids (B, F) -> logit (B,). Parameters: ``embedding.weight``, ``products.K``

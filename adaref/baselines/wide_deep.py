@@ -19,7 +19,7 @@ from adaref.tensor import Tensor
 class WideDeepConfig(BaselineConfig):
     """Wide & Deep: the deep part's widths (the wide part has no options)."""
 
-    hidden: tuple[int, ...] = (256, 128)  # deep part (DeepCTR's WDL default)
+    hidden: tuple[int, ...] = (128, 128)  # deep part (DeepCTR's WDL default)
     activation: str = "relu"              # activation of the deep part (the paper: ReLU)
 
     def __post_init__(self):
@@ -30,7 +30,7 @@ class WideDeepConfig(BaselineConfig):
 
 class WideDeep(Baseline):
     r"""Wide & Deep (Cheng et al., "Wide & Deep Learning for Recommender Systems", DLRS
-    2016, arXiv:1606.07792, eq. 3).
+    2016, arXiv:1606.07792).
 
     .. math::
 
