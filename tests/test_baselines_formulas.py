@@ -4,7 +4,6 @@ products, the cross layers of DCN and DCN-V2, and also FiBiNET's SENET and bilin
 layers, AutoInt's interacting layer and xDeepInt's PIN layers. Each loop follows the
 paper's equation index by index, in plain Python floats, from the module's own
 parameters (stored (in, out) as documented)."""
-import itertools
 import math
 
 import numpy as np
