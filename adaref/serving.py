@@ -39,6 +39,7 @@ from adaref.data.encode import Encoder
 from adaref.data.readers import DataFormatError
 from adaref.io import NpzError, load_npz
 from adaref.model import AdaEnsemble
+from adaref.training.models import build_model, is_adaensemble, model_output
 from adaref.model.adaensemble import first_difference
 from adaref.nn import StateDictError
 from adaref.training.config import RunConfig
@@ -102,7 +103,8 @@ class Run:
             with no_grad():
                 for start in range(0, len(ids), batch_size):
                     chunk = ids[start:start + batch_size]
-                    out.append(self.model(chunk, k=self.k, form=form).prob.data.astype(np.float64))
+                    out.append(model_output(self.model, chunk, k=self.k if self.k else None,
+                                            form=form).prob.data.astype(np.float64))
         finally:
             self.model.train(was_training)
         return np.concatenate(out) if out else np.zeros(0)
@@ -165,7 +167,8 @@ def load_run(directory: str | os.PathLike) -> Run:
     else:
         step = meta.get("step")
         saved = meta.get("model") if isinstance(meta.get("model"), dict) else {}
-        diff = first_difference(saved.get("config"), config.model.to_dict(), "model")
+        diff = config.baseline.name == "" and first_difference(saved.get("config"), config.model.to_dict(),
+                                                               "model")
         if diff:
             raise RunError(f"{path}: weights of another model than config.json's (first difference "
                            f"at {diff})")
@@ -194,11 +197,11 @@ def load_run(directory: str | os.PathLike) -> Run:
     if vocab_sizes is None:
         raise RunError(f"{data_dir / 'manifest.json'}: missing, and {path.name} does not give the "
                        f"vocabulary sizes; the embedding tables cannot be sized")
-    model = AdaEnsemble(config.model, vocab_sizes, rng=np.random.default_rng(0),
-                        dtype=np.dtype(config.dtype))
+    model = build_model(config, vocab_sizes, np.random.default_rng(0))
     try:
         model.load_state_dict(arrays)
     except StateDictError as e:
         raise RunError(f"{path}: {e}") from None
     model.eval()
-    return Run(directory, config, model, step, model.k_schedule(step), path.name, metrics, encoder)
+    k = model.k_schedule(step) if is_adaensemble(model) else 0
+    return Run(directory, config, model, step, k, path.name, metrics, encoder)

@@ -27,7 +27,7 @@ from adaref.argtypes import integer
 from adaref.config import ConfigError
 from adaref.training.cli import add_config_flags, merge, parse_value, set_dotted
 from adaref.model.config import ModelConfig
-from adaref.training.config import RunConfig, TrainConfig, run_config
+from adaref.training.config import BaselineChoice, RunConfig, TrainConfig, baseline_train_config, run_config
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
@@ -66,9 +66,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     run.add_argument("--out", metavar="DIR", help="run directory (default runs/<dataset>-<preset>-s<seed>-<time>)")
     run.add_argument("--resume", metavar="DIR", help="continue an interrupted run from DIR/last.npz")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    run.add_argument("--model", metavar="NAME", dest="baseline_name",
+                     help="train a competing model of the paper's Table 1 instead of AdaEnsemble: lr, fm, "
+                          "dnn, wide_deep, deepfm, deep_crossing, dcn, pnn, xdeepfm, autoint, fibinet, "
+                          "xdeepint, dcn_v2 (its options: --baseline.options JSON); joint steps, Adam on "
+                          "every parameter, FTRL for lr and fm (docs/baselines.md)")
     hints = {}
     hints.update(add_config_flags(p, ModelConfig, "model."))
     hints.update(add_config_flags(p, TrainConfig, "train."))
+    hints.update(add_config_flags(p, BaselineChoice, "baseline."))
     return p, hints
 
 
@@ -91,6 +97,10 @@ def resolve_run(args: argparse.Namespace, hints: dict) -> RunConfig:
         given = {}
     sample = args.sample is not None or (not args.data and given.get("data", {}).get("sample", True))
     base = run_config(preset, sample=bool(sample))
+    given_baseline = given.get("baseline") if isinstance(given.get("baseline"), dict) else {}
+    baseline = args.baseline_name or getattr(args, "cfg:baseline.name", None) or given_baseline.get("name")
+    if baseline:           # the competing models' training defaults (§4.1.4), before --config and flags
+        base = base.replace(train=baseline_train_config(baseline, base.train))
     tree = merge(base.to_dict(), given)
     if args.sample:
         tree["data"] = {**tree["data"], "dataset": args.sample, "sample": True, "path": ""}
@@ -102,6 +112,8 @@ def resolve_run(args: argparse.Namespace, hints: dict) -> RunConfig:
             tree[key] = getattr(args, key)
     if args.bilevel:
         tree["train"]["bilevel"] = args.bilevel
+    if args.baseline_name:
+        tree.setdefault("baseline", {})["name"] = args.baseline_name
     if args.on_bad_line:
         given_overrides = tree["data"].get("overrides") or {}
         if not isinstance(given_overrides, dict):
@@ -128,7 +140,7 @@ def _finished(run_dir: Path) -> dict | None:
     return metrics if isinstance(metrics, dict) and isinstance(metrics.get("test"), dict) else None
 
 
-def _print_table(metrics: dict, run_dir: Path, seconds: float) -> None:
+def _print_table(metrics: dict, run_dir: Path, seconds: float, model: str = "AdaEnsemble") -> None:
     t = metrics["test"]
     chosen = (f"best step {metrics['best_step']}" if metrics["best_step"] >= 0
               else f"final weights after {metrics['steps']} steps (no validation split)")
@@ -139,8 +151,13 @@ def _print_table(metrics: dict, run_dir: Path, seconds: float) -> None:
     else:
         why = f"trained the whole budget: {metrics['steps']} steps ({metrics['epochs']:g} epochs)"
     print(f"\n{why}")
-    print(f"AdaEnsemble, test split ({t['examples']} examples), {chosen}")
+    print(f"{model}, test split ({t['examples']} examples), {chosen}")
     print(f"  {'':<34}{'AUC':>8}{'log-loss':>10}")
+    if model != "AdaEnsemble":
+        print(f"  {'prediction':<34}{t['auc']:>8.4f}{t['log_loss']:>10.4f}")
+        print(f"  FLOPs per example: {t['mean_flops'] / 1e6:.3f}M")
+        print(f"  run directory: {run_dir}  ({seconds:.1f}s)")
+        return
     print(f"  {'hard exit (Algorithm 1, serving)':<34}{t['auc']:>8.4f}{t['log_loss']:>10.4f}")
     if t["auc_soft"] is not None:
         print(f"  {'soft depth mixture (sum_l p_l y_l)':<34}{t['auc_soft']:>8.4f}{t['log_loss_soft']:>10.4f}")
@@ -234,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nadaref.train: training diverged at {e}", file=sys.stderr)
         return 3
     if not args.quiet:
-        _print_table(metrics, run_dir, time.perf_counter() - start)
+        _print_table(metrics, run_dir, time.perf_counter() - start, run.baseline.name or "AdaEnsemble")
     return 0
 
 

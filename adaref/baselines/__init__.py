@@ -37,7 +37,7 @@ True
 >>> build_baseline("fm", {"dims": 4}, [3, 5, 2], rng=np.random.default_rng(0))
 Traceback (most recent call last):
 ...
-adaref.config.ConfigError: FMConfig: unknown key 'dims' (known: dim, embedding_oov)
+adaref.config.ConfigError: FMConfig: unknown key 'dims' (known: dim, embedding_oov, embedding_std)
 """
 from __future__ import annotations
 

@@ -40,9 +40,14 @@ class BaselineConfig(Config):
 
     dim: int = 16                                          # D, embedding size of every field (§4.1.4)
     embedding_oov: Literal["learned", "zero"] = "learned"  # row 3: OOV row learned or zero, as the data set's
+    embedding_std: float = 1e-4                            # N(0, std^2) initial embeddings (DeepCTR's and
+    # ^ FuxiCTR's default; AdaEnsemble's 1/sqrt(D) makes FM's 741 pair terms start at logits of std ~10)
 
     def __post_init__(self):
         check_positive(type(self).__name__, "dim", self.dim)
+        if not (isinstance(self.embedding_std, (int, float)) and 0 < self.embedding_std < float("inf")):
+            raise ConfigError(f"{type(self).__name__}: embedding_std must be a positive number, "
+                              f"got {self.embedding_std!r}")
         check_choice(type(self).__name__, "embedding_oov", self.embedding_oov, ("learned", "zero"))
 
 
@@ -69,9 +74,9 @@ class Baseline(Module):
         self.dim = getattr(config, "dim", 1)                                      # D
 
     def make_embedding(self, rng: np.random.Generator) -> Embedding:
-        """The (sum_f V_f, D) table of eq. 1, initialised as AdaEnsemble's."""
+        """The (sum_f V_f, D) table of eq. 1 (AdaEnsemble's layout), N(0, embedding_std^2)."""
         return Embedding(self.vocab_sizes, self.dim, rng=rng, oov=self.config.embedding_oov,
-                         dtype=self.dtype)
+                         std=self.config.embedding_std, dtype=self.dtype)
 
     def forward(self, ids: np.ndarray) -> Tensor:
         """The logit (B,) for per-field ids (B, F)."""

@@ -66,6 +66,26 @@ class TrainConfig(Config):
 
 
 @dataclass(frozen=True)
+class BaselineChoice(Config):
+    """A competing model of §4.1.3 (Table 1) trained instead of AdaEnsemble."""
+
+    name: str = ""                        # lr, fm, dnn, wide_deep, deepfm, deep_crossing, dcn, pnn, xdeepfm,
+    # ^ autoint, fibinet, xdeepint or dcn_v2 (adaref.baselines.MODELS); "" trains AdaEnsemble
+    options: dict = field(default_factory=dict)   # its config keys, e.g. {"hidden": [256, 128]}; dim and
+    # ^ embedding_oov default to model.dim and model.embedding_oov
+
+    def __post_init__(self):
+        from adaref.baselines import MODELS
+
+        if self.name and self.name not in MODELS:
+            raise ConfigError(f"BaselineChoice: unknown model {self.name!r}; choose one of "
+                              f"{', '.join(MODELS)} (or leave it empty for AdaEnsemble)")
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"BaselineChoice: options must be an object of the model's config keys, "
+                              f"got {self.options!r}")
+
+
+@dataclass(frozen=True)
 class DataChoice(Config):
     """Which data: a bundled sample or a file, the data preset, and the split seed."""
 
@@ -87,8 +107,14 @@ class RunConfig(Config):
     data: DataChoice = field(default_factory=DataChoice)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    baseline: BaselineChoice = field(default_factory=BaselineChoice)   # a competing model instead
     seed: int = 0                         # splits, initialisation, batch order, gate jitter
     dtype: Literal["float32", "float64"] = "float32"
+
+    def __post_init__(self):
+        if self.baseline.name and self.train.bilevel == "on":
+            raise ConfigError(f"RunConfig: baseline {self.baseline.name!r} has no gates for Algorithm 2's "
+                              f"alpha step; train it with bilevel off (--bilevel off)")
 
 
 def train_config(preset: str = "paper") -> TrainConfig:
@@ -115,6 +141,22 @@ def train_config(preset: str = "paper") -> TrainConfig:
                            optimizer=OptimizerChoice("adam", keras_adam),
                            gate_optimizer=OptimizerChoice("adam", keras_adam))
     raise ConfigError(f"unknown preset {preset!r}; choose 'paper' or 'upstream'")
+
+
+def baseline_train_config(name: str, train: TrainConfig) -> TrainConfig:
+    """§4.1.4's optimisers for the competing models, from ``train``: joint steps (no
+    gates, so no bi-level step); Adam (lr 1e-3, the top of the paper's [1e-4, 1e-3]) on
+    every parameter, the embedding table included, for the neural models; FTRL-Proximal
+    (alpha 0.05, inside the paper's [1e-2, 1e-1]) on every parameter for LR and FM. G-FTRL
+    is AdaEnsemble's own choice (§4.1.4) and is not used for them.
+
+    >>> baseline_train_config("fm", train_config("paper")).optimizer.name
+    'ftrl'
+    """
+    if name in ("lr", "fm"):
+        ftrl = OptimizerChoice("ftrl", {"alpha": 0.05})
+        return train.replace(bilevel="off", optimizer=ftrl, embedding_optimizer=ftrl)
+    return train.replace(bilevel="off", embedding_optimizer=OptimizerChoice("adam", {"lr": 1e-3}))
 
 
 def run_config(preset: str = "paper", sample: bool = False) -> RunConfig:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from adaref import no_grad
+from adaref import no_grad, ops
 from adaref.metrics import auc, log_loss
 from adaref.model import AdaEnsemble
 
@@ -38,6 +38,8 @@ def evaluate(model: AdaEnsemble, ids: np.ndarray, labels: np.ndarray, *, step: i
              batch_size: int = 4096) -> Evaluation:
     """Evaluate in evaluation mode (no jitter) at the k of ``step``; restores the mode.
     Non-finite predictions (diverged weights) raise FloatingPointError."""
+    if not isinstance(model, AdaEnsemble):
+        return _evaluate_baseline(model, ids, labels, batch_size)
     was_training = model.training
     model.eval()
     n_layers, n_experts = model.num_layers, len(model.config.moe.experts)
@@ -61,11 +63,10 @@ def evaluate(model: AdaEnsemble, ids: np.ndarray, labels: np.ndarray, *, step: i
         model.train(was_training)
     y = np.asarray(labels, dtype=np.float64)
     p = np.concatenate(hard)
+    _check_finite(p, "hard-exit")
+    if soft:
+        _check_finite(np.concatenate(soft), "soft-mixture")
     ps = np.concatenate(soft) if soft else None
-    for name, values in (("hard-exit", p), ("soft-mixture", ps)):
-        if values is not None and not np.isfinite(values).all():
-            raise FloatingPointError(f"{int((~np.isfinite(values)).sum())} of {len(values)} {name} "
-                                     f"predictions are NaN or infinite")
     n = len(y)
     return Evaluation(
         examples=n, auc=auc(y, p), log_loss=log_loss(y, p),
@@ -74,3 +75,26 @@ def evaluate(model: AdaEnsemble, ids: np.ndarray, labels: np.ndarray, *, step: i
         depth_fractions=(depth_counts / max(n, 1)).tolist(),
         expert_usage=(usage / max(n, 1)).tolist(), mean_flops=flops / max(n, 1), k=k,
         experts=list(model.config.moe.experts))
+
+
+def _check_finite(values: np.ndarray, name: str) -> None:
+    if not np.isfinite(values).all():
+        raise FloatingPointError(f"{int((~np.isfinite(values)).sum())} of {len(values)} {name} "
+                                 f"predictions are NaN or infinite")
+
+
+def _evaluate_baseline(model, ids: np.ndarray, labels: np.ndarray, batch_size: int) -> Evaluation:
+    """A competing model (§4.1.3): one prediction, fixed FLOPs, no routing."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            p = np.concatenate([ops.sigmoid(model(np.asarray(ids[s:s + batch_size]))).data.astype(np.float64)
+                                for s in range(0, len(ids), batch_size)])
+    finally:
+        model.train(was_training)
+    _check_finite(p, "the model's")
+    y = np.asarray(labels, dtype=np.float64)
+    return Evaluation(examples=len(y), auc=auc(y, p), log_loss=log_loss(y, p), auc_soft=None,
+                      log_loss_soft=None, depth_fractions=[], expert_usage=[],
+                      mean_flops=float(model.flops_per_example()), k=0, experts=[])

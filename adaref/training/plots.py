@@ -9,23 +9,19 @@ import numpy as np
 
 def write_plots(run_dir: Path, history: list[dict], test, experts: Sequence[str], *,
                 eval_split: str = "val", k0: int | None = None) -> list[Path]:
-    """Write ``curves.png``, ``expert_usage.png``, ``exit_depth.png`` and ``k.png``.
+    """Write ``curves.png``, ``expert_usage.png``, ``exit_depth.png`` and ``k.png`` (only
+    ``curves.png`` for a competing model: ``experts`` empty).
 
     ``eval_split``: the split the periodic evaluations ran on (``test`` when the data has
     no validation split), named in the labels. ``k0``: k at step 0, where ``k.png`` starts.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     paths = []
     steps = [r["step"] for r in history]
     ev = eval_split
 
-    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, (ax0, ax1, ax2) = _figure(1, 3, figsize=(13, 3.8))
     ax0.plot(steps, [r["train_log_loss"] for r in history], label="train log-loss")
-    ax0.plot(steps, [r["val_log_loss"] for r in history], label=f"{ev} log-loss (hard exit)")
+    ax0.plot(steps, [r["val_log_loss"] for r in history], label=f"{ev} log-loss" + (" (hard exit)" if experts else ""))
     ax0.set_xlabel("step")
     ax0.set_title("log-loss")
     ax0.legend(fontsize=8)
@@ -33,7 +29,7 @@ def write_plots(run_dir: Path, history: list[dict], test, experts: Sequence[str]
     ax1.set_xlabel("step")
     ax1.set_title("training objective (eq. 18: log-loss + regularisers)")
     ax1.legend(fontsize=8)
-    ax2.plot(steps, [r["val_auc"] for r in history], label=f"{ev} AUC (hard exit)")
+    ax2.plot(steps, [r["val_auc"] for r in history], label=f"{ev} AUC" + (" (hard exit)" if experts else ""))
     if any(r.get("val_auc_soft") is not None for r in history):
         ax2.plot(steps, [r["val_auc_soft"] for r in history], label=f"{ev} AUC (soft mixture)")
     ax2.set_xlabel("step")
@@ -42,8 +38,10 @@ def write_plots(run_dir: Path, history: list[dict], test, experts: Sequence[str]
     fig.tight_layout()
     paths.append(_save(fig, run_dir / "curves.png"))
 
+    if not experts:              # a competing model (§4.1.3): no experts, exits or k
+        return paths
     usage = np.asarray(test.expert_usage)                                # (L, N)
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = _figure(figsize=(6.5, 3.8))
     width = 0.8 / max(len(experts), 1)
     for j, name in enumerate(experts):
         ax.bar(np.arange(len(usage)) + j * width, usage[:, j], width, label=name)
@@ -54,7 +52,7 @@ def write_plots(run_dir: Path, history: list[dict], test, experts: Sequence[str]
     fig.tight_layout()
     paths.append(_save(fig, run_dir / "expert_usage.png"))
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _figure(figsize=(5, 3.5))
     depth = np.asarray(test.depth_fractions)
     ax.bar([f"layer {l + 1}" for l in range(len(depth))], 100 * depth)
     for x, v in enumerate(depth):
@@ -64,7 +62,7 @@ def write_plots(run_dir: Path, history: list[dict], test, experts: Sequence[str]
     fig.tight_layout()
     paths.append(_save(fig, run_dir / "exit_depth.png"))
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _figure(figsize=(5, 3.2))
     k_steps, ks = list(steps), [r["k"] for r in history]
     if k0 is not None and (not k_steps or k_steps[0] > 0):
         k_steps, ks = [0] + k_steps, [k0] + ks
@@ -80,11 +78,18 @@ def write_plots(run_dir: Path, history: list[dict], test, experts: Sequence[str]
     return paths
 
 
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+def _figure(rows: int = 1, cols: int = 1, figsize=(6, 4)):
+    """A Matplotlib Figure that is not registered with pyplot: writing plots neither
+    changes the caller's backend (a notebook keeps its inline plots) nor opens windows."""
+    from matplotlib.figure import Figure
 
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(rows, cols)
+    return fig, axes
+
+
+def _save(fig, path: Path) -> Path:
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     tmp.replace(path)
     return path

@@ -30,13 +30,13 @@ import numpy as np
 
 from adaref.config import ConfigError
 from adaref.io import load_npz, save_npz, write_json
-from adaref.model import AdaEnsemble
 from adaref.model.adaensemble import first_difference
 from adaref.nn import StateDictError
 from adaref.optim import build_optimizer
 from adaref.training.bilevel import darts_gate_gradient, split_parameters
 from adaref.training.config import RunConfig
 from adaref.training.evaluate import Evaluation, evaluate
+from adaref.training.models import build_model, is_adaensemble, model_output
 from adaref.training.objective import objective
 from adaref.training.progress import TrainingProgress
 
@@ -77,7 +77,8 @@ class LoopState:
 
 
 class Trainer:
-    """Trains an :class:`AdaEnsemble` on an encoded data set (see :mod:`adaref.data`)."""
+    """Trains an :class:`~adaref.model.AdaEnsemble`, or a competing model of §4.1.3
+    (``run.baseline``), on an encoded data set (see :mod:`adaref.data`)."""
 
     def __init__(self, run: RunConfig, dataset, run_dir: str | os.PathLike, *, quiet: bool = False):
         self.run, self.ds, self.dir, self.quiet = run, dataset, Path(run_dir), quiet
@@ -86,8 +87,7 @@ class Trainer:
             raise ConfigError(f"the data set's OOV rows are {dataset.oov_embedding!r} but the model's "
                               f"embedding_oov is {run.model.embedding_oov!r}; use the same preset for both")
         seeds = np.random.SeedSequence(run.seed).spawn(5)
-        self.model = AdaEnsemble(run.model, dataset.vocab_sizes, rng=np.random.default_rng(seeds[0]),
-                                 dtype=self.dtype)
+        self.model = build_model(run, dataset.vocab_sizes, np.random.default_rng(seeds[0]))
         self.rng = {"batches": np.random.default_rng(seeds[1]), "noise": np.random.default_rng(seeds[2]),
                     "val": np.random.default_rng(seeds[3])}
         t = run.train
@@ -96,6 +96,8 @@ class Trainer:
         self.optimizers = {}
         for group, slot in (("embedding", "embedding_optimizer"), ("weights", "optimizer"),
                             ("gates", "gate_optimizer")):
+            if not groups[group]:           # a competing model has no gates (LR: no embedding table)
+                continue
             choice = getattr(t, slot)
             try:
                 self.optimizers[group] = build_optimizer(choice.name, groups[group], choice.options)
@@ -165,7 +167,7 @@ class Trainer:
         return self.rng["val"].choice(val, size=size, replace=False)
 
     def _loss(self, rows: np.ndarray, rng: np.random.Generator):
-        out = self.model(self.ids[rows], step=self.state.step, rng=rng)
+        out = model_output(self.model, self.ids[rows], step=self.state.step, rng=rng)
         t = self.run.train
         return objective(out, self.labels[rows], t.lambda1, t.lambda2, t.z_loss)
 
@@ -183,10 +185,9 @@ class Trainer:
         else:                                   # alpha is updated by its own step: no gradient here
             loss.backward(inputs=self._w_params)
         try:
-            self.optimizers["embedding"].step()
-            self.optimizers["weights"].step()
-            if self.run.train.bilevel == "off":
-                self.optimizers["gates"].step()
+            for group, optimizer in self.optimizers.items():
+                if group != "gates" or self.run.train.bilevel == "off":
+                    optimizer.step()
         except FloatingPointError as e:        # a NaN/Inf gradient under a finite loss
             raise TrainingDiverged(f"step {self.state.step + 1}: {e}; {self._last_good()}") from None
         self.state.step += 1
@@ -332,8 +333,9 @@ class Trainer:
         write_json(self.dir / "metrics.json", metrics)
         from adaref.training.plots import write_plots
 
-        write_plots(self.dir, self.state.history, test, self.model.config.moe.experts,
-                    eval_split="val" if self.has_val else "test", k0=self.model.k_schedule(0))
+        ada = is_adaensemble(self.model)
+        write_plots(self.dir, self.state.history, test, self.model.config.moe.experts if ada else [],
+                    eval_split="val" if self.has_val else "test", k0=self.model.k_schedule(0) if ada else None)
         return metrics
 
     # ---------------------------------------------------------------------------- files
