@@ -34,7 +34,6 @@ import numpy as np
 
 from adaref import kernels, runtime
 from adaref.bench import plain
-from adaref.bench.model import measure_training
 from adaref.data import load
 from adaref.data.synthetic import SynthOptions, write_criteo_text
 from adaref.model import AdaEnsemble
@@ -90,6 +89,22 @@ def _step(trainer: Trainer, times: dict | None = None) -> None:
             times.setdefault(key, []).append(dt)
 
 
+def _bare_step(model: AdaEnsemble, ids: np.ndarray, labels: np.ndarray, k: int):
+    """``python -m adaref.bench model``'s training step: forward in the training form, loss
+    and regularisers, backward, one Adam step on every parameter."""
+    from adaref.bench.model import _loss
+    from adaref.optim import Adam
+
+    rng, opt = np.random.default_rng(0), Adam(model.named_parameters(), lr=1e-3)
+    model.train()
+
+    def step():
+        model.zero_grad()
+        _loss(model(ids, k=k, rng=rng), labels.astype(np.float32)).backward()
+        opt.step()
+    return step
+
+
 def _shares(profile: cProfile.Profile, total: float) -> dict[str, float]:
     stats = pstats.Stats(profile).stats            # (file, line, name) -> (cc, nc, tt, ct, callers)
     out = {}
@@ -132,18 +147,23 @@ def main(argv: list[str]) -> int:
             for bilevel, xi in settings:
                 name = f"{bilevel}{' xi' if xi else ''}"
                 trainer = _trainer(ds, os.path.join(tmp, f"run-{name}"), bilevel, xi, args.batch, args.seed)
-                for _ in range(2):
-                    _step(trainer)                      # untimed: compilation, optimiser state
-                times: dict = {}
-                for _ in range(args.steps):
-                    _step(trainer, times)
-                k = trainer.model.k_schedule(trainer.state.step)
-                # the bare step of `bench model` on a batch of the same data, same k, same config
+                # the bare step of `bench model` on a batch of the same data, at the trainer's k, same
+                # model config; timed in alternation with the trainer's steps (same conditions)
                 rows = trainer.rows["train"][:args.batch]
                 bare_model = AdaEnsemble(trainer.run.model, ds.vocab_sizes, rng=np.random.default_rng(0),
                                          dtype=np.float32)
-                bare = measure_training({"bare": (bare_model, k)}, trainer.ids[rows],
-                                        trainer.labels[rows].astype(np.float32), max(2, args.steps // 2))
+                k = trainer.model.k_schedule(trainer.state.step)
+                bare_step = _bare_step(bare_model, trainer.ids[rows], trainer.labels[rows], k)
+                for _ in range(2):                      # untimed: compilation, optimiser state
+                    _step(trainer)
+                    bare_step()
+                times: dict = {}
+                for _ in range(args.steps):
+                    _step(trainer, times)
+                    t0 = time.perf_counter()
+                    bare_step()
+                    times.setdefault("bare", []).append(time.perf_counter() - t0)
+                k = trainer.model.k_schedule(trainer.state.step)
                 trainer.rng["noise"] = _TimedGenerator(trainer.rng["noise"].bit_generator)
                 profile = cProfile.Profile()
                 t0 = time.perf_counter()
@@ -157,7 +177,7 @@ def main(argv: list[str]) -> int:
                 evaluate(trainer.model, trainer.ids[val], trainer.labels[val], step=trainer.state.step,
                          batch_size=trainer.run.train.eval_batch_size)
                 eval_rate = len(val) / (time.perf_counter() - t0)
-                results[name] = (times, bare["bare"]["train"], shares, eval_rate, k)
+                results[name] = (times, args.batch / float(np.median(times["bare"])), shares, eval_rate, k)
 
     head = (f"{'bilevel':<7} {'k':>2} | {'trainer ex/s':>12} {'bare ex/s':>10} {'ratio':>6} | "
             f"{'W step s':>8} {'alpha s':>8} {'outer/bare W':>12} | {'eval ex/s':>9}")
