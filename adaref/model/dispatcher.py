@@ -32,6 +32,10 @@ def _rows2d(a: np.ndarray) -> np.ndarray:
 class DispatchRows(Function):
     """y = x[rows]: x (B, F, D), rows (n,) unique int64 -> y (n, F, D).
 
+    When ``rows`` are all of x's rows in order (an expert every example chose, k = N) the
+    output is x's array itself, not a copy; the node stays in the graph, so gradients add
+    up in the same order either way.
+
     VJP: gx = zeros (B, F, D) with gx[rows] = g. For an intermediate x (the model's
     feature maps) it is returned as a :class:`~adaref.tensor.RowSparseGrad` holding
     only g, and the engine adds those rows into x's gradient: a layer's N dispatches do
@@ -42,6 +46,8 @@ class DispatchRows(Function):
 
     def forward(self, x, rows=None):
         self.shape, self.rows = x.shape, rows
+        if len(rows) == x.shape[0] and np.array_equal(rows, np.arange(len(rows))):
+            return x      # every row in order: x itself, no copy
         out = np.empty((len(rows), int(np.prod(x.shape[1:]))), dtype=x.dtype)   # (n, F*D)
         kernels.gather_rows(out, _rows2d(x), rows)
         return out.reshape((len(rows),) + x.shape[1:])
@@ -98,8 +104,8 @@ class Combine(Function):
 def dispatch(x: Tensor, rows: np.ndarray) -> Tensor:
     """The examples ``rows`` of x (B, F, D): (n, F, D). Under :func:`adaref.no_grad`,
     all of them in order (an expert every example chose, as in DenseMoE) is x itself,
-    not a copy. (With a graph the copy stays: skipping its node would change the order
-    in which x's gradients add up, and so their last bits.)"""
+    not a copy. (With a graph a node stays, so that x's gradients add up in the same
+    order, but its output shares x's array: :class:`DispatchRows`.)"""
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) > 1 and not (np.diff(rows) > 0).all() and len(np.unique(rows)) != len(rows):
         raise ValueError(f"dispatch: rows must be unique (each example goes to an expert once), "
