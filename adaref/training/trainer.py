@@ -103,8 +103,9 @@ class Trainer:
                 self.optimizers[group] = build_optimizer(choice.name, groups[group], choice.options)
             except (ValueError, TypeError) as e:       # a wrong name, option or parameter shape
                 raise ConfigError(f"train.{slot} ({choice.name!r} on the {group} parameters): {e}") from None
-        self.ids = np.asarray(dataset.ids)
-        self.labels = np.asarray(dataset.labels, dtype=np.float64)
+        # the memory-mapped arrays, read a batch at a time: nothing row-sized is copied
+        self.ids = np.asarray(dataset.ids)                             # (rows, F) int32
+        self.labels = np.asarray(dataset.labels)                       # (rows,) float32 0/1
         self.rows = {name: np.asarray(r) for name, r in dataset.splits.items()}
         self._check_sizes()
         self.has_val = len(self.rows.get("val", ())) > 0
