@@ -554,7 +554,8 @@ class Trainer:
         arrays, meta = load_npz(best, limits=limits)
         saved = meta.get("model") if isinstance(meta.get("model"), dict) else {}
         mine = json.loads(json.dumps(self.model.checkpoint_meta()))
-        diff = first_difference(saved, mine, "model")
+        diff = ("model.vocab_sizes (another vocabulary)" if saved.get("vocab_sizes") != mine["vocab_sizes"]
+                else first_difference(saved, mine, "model"))
         if diff:
             raise StateDictError(f"{best}: weights of another model than this run's (first difference at "
                                  f"{diff})")
