@@ -71,11 +71,17 @@ def fingerprint(path: str, has_header: bool, block: int = 8 << 20, on_progress=N
             data = raw
             if decomp is not None:
                 data = b""
-                while raw:
-                    data += decomp.decompress(raw)
-                    raw = decomp.unused_data if decomp.eof else b""
-                    if decomp.eof:
-                        decomp = zlib.decompressobj(wbits=31)
+                try:
+                    while raw:
+                        data += decomp.decompress(raw)
+                        raw = decomp.unused_data if decomp.eof else b""
+                        if decomp.eof:
+                            decomp = zlib.decompressobj(wbits=31)
+                except zlib.error as e:
+                    from .readers import DataFormatError
+
+                    raise DataFormatError(f"{path}: corrupt gzip data near byte {size:,} of the file "
+                                          f"({e}); the file is damaged, not only truncated") from None
             if data:
                 newlines += data.count(b"\n")
                 last = data[-1:]
