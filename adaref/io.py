@@ -116,7 +116,7 @@ MAX_HEADER_BYTES = 10_000
 MAX_META_BYTES = 64 << 20
 
 
-def _available_memory() -> int | None:
+def available_memory() -> int | None:
     """Bytes of memory available to this process (MemAvailable), or ``None``."""
     try:
         with open("/proc/meminfo") as fh:
@@ -212,14 +212,14 @@ def check_npz_members(path: str | os.PathLike, limits: dict[str, int] | None = N
             if size > limits[key]:
                 raise NpzError(f"{path}: array {key!r} is {_gb(size)}, more than the {_gb(limits[key])} "
                                f"expected")
-    total, available = sum(sizes.values()), _available_memory()
+    total, available = sum(sizes.values()), available_memory()
     if available is not None and total > available:
         raise NpzError(f"{path}: its arrays hold {_gb(total)}, more than the {_gb(available)} of memory "
                        f"available; refusing to read them")
     return sizes
 
 
-def load_npz(path: str | os.PathLike, limits: dict[str, int] | None = None
+def load_npz(path: str | os.PathLike, limits: dict[str, int] | None = None, meta_only: bool = False
              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a file written by :func:`save_npz`: ``(arrays, meta)``.
 
@@ -227,6 +227,8 @@ def load_npz(path: str | os.PathLike, limits: dict[str, int] | None = None
     not a regular file, not a zip archive, truncated, holds an object (pickled) array,
     has bad metadata, or fails :func:`check_npz_members` (``limits``: key -> largest
     data bytes expected; other keys are refused), which runs before any array is read.
+    ``meta_only`` reads the metadata alone (``arrays`` is then empty), e.g. to check
+    which model a checkpoint holds before its arrays are read.
     """
     path = Path(path)
     problem = not_a_regular_file(path)
@@ -236,11 +238,13 @@ def load_npz(path: str | os.PathLike, limits: dict[str, int] | None = None
         magic = fh.read(4)
     if magic not in (b"PK\x03\x04", b"PK\x05\x06"):     # a member first, or an empty archive
         raise NpzError(f"{path}: not a .npz file (no zip header; {path.stat().st_size} bytes)")
-    check_npz_members(path, limits)
+    check_npz_members(path, None if meta_only else limits)
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as archive:
             for key in archive.files:
+                if meta_only and key != META_KEY:
+                    continue
                 try:
                     arrays[key] = archive[key]
                 except ValueError as e:

@@ -147,6 +147,22 @@ def _print_table(metrics: dict, run_dir: Path, seconds: float) -> None:
     print(f"  run directory: {run_dir}  ({seconds:.1f}s)")
 
 
+def _check_model_size(run: RunConfig) -> None:
+    """Refuse a model whose training cannot fit in memory, from the number of fields
+    alone (the vocabularies only add to it), before any data is read."""
+    from adaref.data.dataset import resolve_options
+    from adaref.data.pipeline import plan_fields
+    from adaref.data.schema import SCHEMAS
+    from adaref.model.config import check_model_memory
+    from adaref.training.trainer import TRAINING_COPIES
+
+    d = run.data
+    options = resolve_options(d.dataset, d.preset, d.sample, overrides=d.overrides or None, seed=run.seed)
+    fields = len(plan_fields(SCHEMAS[d.dataset], options.transform))
+    check_model_memory(run.model, fields, 0, np.dtype(run.dtype).itemsize, copies=TRAINING_COPIES,
+                       what="training (weights, gradients, optimiser states)")
+
+
 def _say(args: argparse.Namespace, message: str) -> None:
     if not args.quiet:
         print(f"adaref.train: {message}", file=sys.stderr)
@@ -195,6 +211,7 @@ def _run(parser, hints, args, holder: list) -> int:
         if run.train.xi > 0 and run.train.bilevel == "off" and not args.quiet:
             print("adaref.train: note: --train.xi has no effect with --bilevel off", file=sys.stderr)
         d = run.data
+        _check_model_size(run)                 # before the data is prepared: D and L alone can be absurd
         ds = load(d.dataset, sample=d.sample, input=None if d.sample else d.path, preset=d.preset,
                   seed=run.seed, overrides=d.overrides or None, progress=not args.quiet)
         skipped = ds.manifest.get("rows", {}).get("skipped", {})

@@ -32,6 +32,7 @@ from adaref.config import ConfigError
 from adaref.io import load_npz, save_npz, write_json
 from adaref.model import AdaEnsemble
 from adaref.model.adaensemble import first_difference
+from adaref.model.config import check_model_memory
 from adaref.nn import StateDictError
 from adaref.optim import build_optimizer
 from adaref.training.bilevel import darts_gate_gradient, split_parameters
@@ -45,6 +46,10 @@ HISTORY_FIELDS = ["step", "epoch", "k", "train_loss", "train_log_loss", "expert_
                   "val_mean_flops", "seconds"]
 # the val_* columns hold the evaluation split named in eval_split: "val", or "test" when the
 # data has no validation split (the upstream preset's positional 80/20 split)
+
+
+#: Arrays per parameter in training: the weights, their gradient and two optimiser slots.
+TRAINING_COPIES = 4
 
 
 class TrainingDiverged(RuntimeError):
@@ -85,6 +90,8 @@ class Trainer:
         if dataset.oov_embedding != run.model.embedding_oov:
             raise ConfigError(f"the data set's OOV rows are {dataset.oov_embedding!r} but the model's "
                               f"embedding_oov is {run.model.embedding_oov!r}; use the same preset for both")
+        check_model_memory(run.model, len(dataset.vocab_sizes), sum(dataset.vocab_sizes), self.dtype.itemsize,
+                           copies=TRAINING_COPIES, what="training (weights, gradients, optimiser states)")
         seeds = np.random.SeedSequence(run.seed).spawn(5)
         self.model = AdaEnsemble(run.model, dataset.vocab_sizes, rng=np.random.default_rng(seeds[0]),
                                  dtype=self.dtype)
