@@ -190,3 +190,25 @@ def test_train_config_and_npz_name_non_regular_files(tmp_path, capsys):
     os.mkfifo(fifo)
     assert train.main(["--config", str(fifo), "--out", str(tmp_path / "r")]) == 2
     assert "is a named pipe (FIFO), not a regular file" in capsys.readouterr().err
+
+
+# -- class 6: a half-built prepare directory of a killed run is removed by the next one ----------
+def test_orphaned_build_directories_of_dead_processes_are_removed(small, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tmp_path / ".out.tmp-abc123"
+    orphan.mkdir()
+    (orphan / "ids.npy").write_bytes(b"half")
+    (orphan / ".owner.json").write_text(json.dumps({"pid": dead.pid, "host": __import__("socket").gethostname(),
+                                                    "started": 0}))
+    alive = tmp_path / ".out.tmp-live99"
+    alive.mkdir()
+    (alive / ".owner.json").write_text(json.dumps({"pid": os.getpid(), "host": __import__("socket").gethostname(),
+                                                   "started": 0}))
+    load("criteo", input=str(small), out=str(tmp_path / "out"))
+    assert not orphan.exists() and alive.exists()                 # a live build is left alone
+    assert not (tmp_path / "out" / ".owner.json").exists()

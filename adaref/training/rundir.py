@@ -26,10 +26,10 @@ __all__ = ["RunDirectory", "RunDirectoryBusy", "claim", "TEMP_PATTERNS"]
 
 #: Temporary names of the run directory's atomic writes (adaref.io.save_npz, write_json,
 #: Trainer._write_history, Trainer._write_data_description): never a result.
-TEMP_PATTERNS = (".last.npz.*.tmp", ".best.npz.*.tmp", ".history.csv.tmp", ".*.json.tmp",
-                 "data/.*.tmp")
+TEMP_PATTERNS = (".last.npz.*.tmp", ".best.npz.*.tmp", ".best.pending.npz.*.tmp", ".history.csv.tmp",
+                 ".*.json.tmp", "data/.*.tmp")
 #: What a run writes before its first checkpoint; removed when it is started again.
-EARLY_FILES = ("best.npz", "history.csv")
+EARLY_FILES = ("best.npz", "best.pending.npz", "history.csv")
 
 
 class RunDirectoryBusy(LockHeld):

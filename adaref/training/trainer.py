@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from adaref.config import ConfigError
-from adaref.io import load_npz, save_npz, write_json
+from adaref.io import NpzError, load_npz, save_npz, write_json
 from adaref.model import AdaEnsemble
 from adaref.model.adaensemble import first_difference
 from adaref.model.config import check_model_memory
@@ -48,6 +48,8 @@ HISTORY_FIELDS = ["step", "epoch", "k", "train_loss", "train_log_loss", "expert_
 # data has no validation split (the upstream preset's positional 80/20 split)
 
 
+#: Where new best weights wait until last.npz records them (then renamed to best.npz).
+PENDING_BEST = "best.pending.npz"
 #: Arrays per parameter in training: the weights, their gradient and two optimiser slots.
 TRAINING_COPIES = 4
 
@@ -298,16 +300,22 @@ class Trainer:
                "seconds": round(s.seconds, 3)}
         s.history.append(row)
         s.sums = {}
+        improved = False
         if self.has_val:
             if ev.auc > s.best_auc:
                 s.best_auc, s.best_step, s.bad_evals = ev.auc, s.step, 0
-                self.model.save(self.dir / "best.npz", meta={"step": s.step, "val_auc": ev.auc})
+                # best.npz and last.npz change together: the new best weights wait under
+                # PENDING_BEST until last.npz records them (see _settle_best)
+                self.model.save(self.dir / PENDING_BEST, meta={"step": s.step, "val_auc": ev.auc})
+                improved = True
             else:
                 s.bad_evals += 1
                 if self.run.train.patience and s.bad_evals >= self.run.train.patience:
                     s.stopped_early = True
         self._write_history()
         self.save_resumable()
+        if improved:
+            os.replace(self.dir / PENDING_BEST, self.dir / "best.npz")
         return row
 
     # ---------------------------------------------------------------------------- results
@@ -530,6 +538,7 @@ class Trainer:
         """The files the loop state refers to: ``best.npz`` must hold the recorded best
         step's weights (:meth:`_best_weights`), and ``metrics.json``, when present, must
         report this state's best step and step count."""
+        self._settle_best(path.parent, state)
         if state.best_step >= 0:
             arrays, meta = self._best_weights(state, path.parent)
             if path.parent.resolve() != self.dir.resolve():      # the run continues elsewhere
@@ -547,6 +556,24 @@ class Trainer:
                 raise StateDictError(f"{metrics_path}: reports best step {got[0]} after {got[1]} steps, "
                                      f"but {path} is at best step {state.best_step} after {state.step} "
                                      f"steps; the files come from different runs or attempts")
+
+    @staticmethod
+    def _settle_best(directory: Path, state: LoopState) -> None:
+        """Finish or undo a best-weights update that an interruption cut short: the new
+        best weights are written to ``PENDING_BEST`` before ``last.npz`` and renamed to
+        ``best.npz`` after it. The pending file becomes ``best.npz`` when ``last.npz``
+        records its step and AUC, and is removed otherwise."""
+        pending = directory / PENDING_BEST
+        if not pending.exists():
+            return
+        try:
+            _, meta = load_npz(pending, meta_only=True)
+        except NpzError:
+            meta = {}
+        if meta.get("step") == state.best_step and meta.get("val_auc") == state.best_auc:
+            os.replace(pending, directory / "best.npz")
+        else:
+            pending.unlink()
 
     def _best_weights(self, state: LoopState, directory: Path | None = None) -> tuple[dict, dict]:
         """``(arrays, meta)`` of ``best.npz`` (in ``directory``, default the run's), checked to be the weights the loop state
