@@ -208,7 +208,7 @@ def test_orphaned_build_directories_of_dead_processes_are_removed(small, tmp_pat
     alive = tmp_path / ".out.tmp-live99"
     alive.mkdir()
     (alive / ".owner.json").write_text(json.dumps({"pid": os.getpid(), "host": __import__("socket").gethostname(),
-                                                   "started": 0}))
+                                                   "started": __import__("time").time()}))
     load("criteo", input=str(small), out=str(tmp_path / "out"))
     assert not orphan.exists() and alive.exists()                 # a live build is left alone
     assert not (tmp_path / "out" / ".owner.json").exists()
