@@ -1,8 +1,6 @@
 """Reliability of the command lines (issue 15, classes 7, 8, 11): every failure maps to
 its documented exit status with a one-line message naming the file, flag or key."""
-import json
 import os
-import stat
 import subprocess
 import sys
 import time

@@ -5,7 +5,6 @@ import csv
 import gzip
 import io
 import os
-import resource
 import subprocess
 import sys
 
