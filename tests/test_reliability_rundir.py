@@ -12,7 +12,6 @@ import time
 import pytest
 
 from adaref import train
-from adaref.locks import DirectoryLock, LockHeld
 
 FAST = ["--sample", "criteo", "--quiet", "--train.max_steps", "6", "--train.eval_every", "3",
         "--model.dim", "4"]
@@ -48,6 +47,8 @@ def test_a_second_run_on_a_claimed_directory_exits_2_naming_the_holder(tmp_path,
 
 
 def test_lock_is_exclusive_released_and_a_dead_owners_lock_is_taken_over(tmp_path):
+    from adaref.locks import DirectoryLock, LockHeld
+
     a = DirectoryLock(tmp_path).acquire()
     with pytest.raises(LockHeld, match=rf"in use by process {os.getpid()}"):
         DirectoryLock(tmp_path).acquire()
