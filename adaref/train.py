@@ -170,9 +170,10 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 def _os_error(e: OSError) -> str:
     """``PATH: reason`` of an operating-system error (disk full, read-only, ...)."""
-    where = e.filename if e.filename is not None else "?"
+    if e.filename is None:
+        return str(e)
     extra = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
-    return f"{where}{extra}: {e.strerror or e}"
+    return f"{e.filename}{extra}: {e.strerror or e}"
 
 
 def main(argv: list[str] | None = None) -> int:

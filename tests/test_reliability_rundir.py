@@ -75,9 +75,11 @@ def test_a_stale_lock_is_taken_over_with_a_message_and_released_at_exit(tmp_path
 
 
 # -- class 6: killed before the first checkpoint; orphaned temporary files ----------------
-def _unstarted_copy(finished, dest):
+def _unstarted_copy(finished, dest, with_data=True):
     dest.mkdir()
     shutil.copy(finished / "config.json", dest / "config.json")
+    if not with_data:
+        return dest
     shutil.copytree(finished / "data", dest / "data")
     (dest / ".last.npz.x1y2z3.tmp").write_bytes(b"PK half written")
     (dest / ".history.csv.tmp").write_text("step,epoch\n")
@@ -136,3 +138,9 @@ def test_resume_refuses_a_foreign_best_npz_or_metrics_json(finished, tmp_path, c
     (out / "metrics.json").write_text(json.dumps(metrics))
     assert train.main(["--resume", str(out), "--quiet"]) == 1
     assert "metrics.json: reports best step" in capsys.readouterr().err
+
+
+def test_config_json_alone_is_a_run_that_did_not_start(finished, tmp_path, capsys):
+    out = _unstarted_copy(finished, tmp_path / "killed", with_data=False)
+    assert train.main(FAST + ["--out", str(out)]) == 0, capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text()) == json.loads((finished / "metrics.json").read_text())

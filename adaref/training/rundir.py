@@ -9,8 +9,8 @@
 2. it removes what an interrupted write can leave behind: the temporary files of the
    atomic writes (``.last.npz.*.tmp``, ``.best.npz.*.tmp``, ``.history.csv.tmp``,
    ``.*.json.tmp``, ``data/.vocab.json.tmp``);
-3. it tells apart a run that never reached its first checkpoint (``config.json`` and
-   ``data/`` written, no ``last.npz`` or ``metrics.json``): such a run has nothing to
+3. it tells apart a run that never reached its first checkpoint (``config.json``
+   written, no ``last.npz`` or ``metrics.json``): such a run has nothing to
    resume, so it is started again from step 0 (:attr:`RunDirectory.unstarted`).
 """
 from __future__ import annotations
@@ -83,14 +83,12 @@ def _remove_temporaries(path: Path) -> list[str]:
 
 def is_unstarted(path: Path) -> bool:
     """Whether ``path`` holds a run that stopped before its first checkpoint: a
-    ``config.json`` that is a run configuration and the ``data/manifest.json`` the
-    trainer writes beside it, but neither ``last.npz`` nor ``metrics.json``."""
+    ``config.json`` that is a run configuration, but neither ``last.npz`` nor
+    ``metrics.json`` (nothing to resume, no result)."""
     from adaref.config import ConfigError
     from adaref.training.config import RunConfig
 
     if (path / "last.npz").exists() or (path / "metrics.json").exists():
-        return False
-    if not (path / "data" / "manifest.json").is_file():
         return False
     try:
         RunConfig.from_dict(json.loads((path / "config.json").read_text(encoding="utf-8")))
