@@ -7,6 +7,7 @@ a training state, ...) stored as the UTF-8 bytes of the key ``__meta__``. Loadin
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -118,13 +119,11 @@ MAX_META_BYTES = 64 << 20
 
 def available_memory() -> int | None:
     """Bytes of memory available to this process (MemAvailable), or ``None``."""
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):   # no /proc (not Linux): sysconf below
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):

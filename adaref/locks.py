@@ -21,7 +21,7 @@ True
 """
 from __future__ import annotations
 
-import errno
+import contextlib
 import json
 import os
 import socket
@@ -139,20 +139,15 @@ class DirectoryLock:
                              f"{self.path}")
                     raise LockHeld(f"{self.directory}: in use by {describe_owner(holder)}{where}") from None
                 self.took_over = describe_owner(holder)
-                try:
+                with contextlib.suppress(FileNotFoundError):   # another claimant removed it first
                     os.unlink(self.path)     # stale: its process is gone
-                except FileNotFoundError:
-                    pass
                 continue
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
                     json.dump(record, fh)
             except BaseException:
-                try:
-                    os.unlink(self.path)
-                except OSError as e:
-                    if e.errno != errno.ENOENT:
-                        raise
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)     # a half-written lock would block the directory
                 raise
             self.record = record
             return self
@@ -163,10 +158,9 @@ class DirectoryLock:
         if self.record is None:
             return
         try:
-            if self._read() == self.record:
-                os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+            with contextlib.suppress(FileNotFoundError):     # removed by hand: nothing to release
+                if self._read() == self.record:
+                    os.unlink(self.path)
         finally:
             self.record = None
 

@@ -144,3 +144,24 @@ def test_config_json_alone_is_a_run_that_did_not_start(finished, tmp_path, capsy
     out = _unstarted_copy(finished, tmp_path / "killed", with_data=False)
     assert train.main(FAST + ["--out", str(out)]) == 0, capsys.readouterr().err
     assert json.loads((out / "metrics.json").read_text()) == json.loads((finished / "metrics.json").read_text())
+
+
+def test_two_concurrent_trainings_on_one_out_one_is_refused(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    first = subprocess.Popen([sys.executable, "-m", "adaref.train"] + FAST + ["--out", str(out)],
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for _ in range(300):                                   # until the first run holds the directory
+            if (out / ".adaref.lock").exists():
+                break
+            time.sleep(0.05)
+        second = subprocess.run([sys.executable, "-m", "adaref.train"] + FAST + ["--out", str(out)],
+                                capture_output=True, text=True, env=env, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"in use by process {first.pid}" in second.stderr and "Traceback" not in second.stderr
+        assert first.wait(timeout=300) == 0, first.stderr.read()
+    finally:
+        first.kill()
+        first.wait()
+    assert (out / "metrics.json").is_file() and not (out / ".adaref.lock").exists()

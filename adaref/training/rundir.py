@@ -64,11 +64,8 @@ class RunDirectory:
         """Release the lock; remove the directory again if this claim created it and
         nothing was written into it."""
         self.lock.release()
-        if self.created:
-            try:
-                self.path.rmdir()              # only when empty
-            except OSError:
-                pass                           # it holds the run's files: keep it
+        if self.created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()                  # created for nothing: a run that wrote files keeps them
 
 
 def _remove_temporaries(path: Path) -> list[str]:
