@@ -154,8 +154,10 @@ def _check_model_size(run: RunConfig) -> None:
     from adaref.data.pipeline import plan_fields
     from adaref.data.schema import SCHEMAS
     from adaref.model.config import check_model_memory
-    from adaref.training.trainer import TRAINING_COPIES
+    from adaref.training.trainer import TRAINING_COPIES, trains_adaensemble
 
+    if not trains_adaensemble(run):
+        return
     d = run.data
     options = resolve_options(d.dataset, d.preset, d.sample, overrides=d.overrides or None, seed=run.seed)
     fields = len(plan_fields(SCHEMAS[d.dataset], options.transform))

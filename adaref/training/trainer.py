@@ -54,6 +54,12 @@ PENDING_BEST = "best.pending.npz"
 TRAINING_COPIES = 4
 
 
+def trains_adaensemble(run: RunConfig) -> bool:
+    """Whether ``run`` trains AdaEnsemble (whose size :func:`check_model_memory`
+    estimates), not another model named by a ``baseline`` choice, where configs have one."""
+    return not getattr(getattr(run, "baseline", None), "name", "")
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last finite values."""
 
@@ -92,8 +98,9 @@ class Trainer:
         if dataset.oov_embedding != run.model.embedding_oov:
             raise ConfigError(f"the data set's OOV rows are {dataset.oov_embedding!r} but the model's "
                               f"embedding_oov is {run.model.embedding_oov!r}; use the same preset for both")
-        check_model_memory(run.model, len(dataset.vocab_sizes), sum(dataset.vocab_sizes), self.dtype.itemsize,
-                           copies=TRAINING_COPIES, what="training (weights, gradients, optimiser states)")
+        if trains_adaensemble(run):
+            check_model_memory(run.model, len(dataset.vocab_sizes), sum(dataset.vocab_sizes), self.dtype.itemsize,
+                               copies=TRAINING_COPIES, what="training (weights, gradients, optimiser states)")
         seeds = np.random.SeedSequence(run.seed).spawn(5)
         self.model = AdaEnsemble(run.model, dataset.vocab_sizes, rng=np.random.default_rng(seeds[0]),
                                  dtype=self.dtype)
@@ -587,8 +594,9 @@ class Trainer:
         limits = {k: v.nbytes for k, v in self.model.state_dict().items()}
         arrays, meta = load_npz(best, limits=limits)
         saved = meta.get("model") if isinstance(meta.get("model"), dict) else {}
-        mine = json.loads(json.dumps(self.model.checkpoint_meta()))
-        diff = ("model.vocab_sizes (another vocabulary)" if saved.get("vocab_sizes") != mine["vocab_sizes"]
+        describe = getattr(self.model, "checkpoint_meta", None)      # a model without one: shapes only
+        mine = json.loads(json.dumps(describe())) if describe is not None else saved
+        diff = ("model.vocab_sizes (another vocabulary)" if saved.get("vocab_sizes") != mine.get("vocab_sizes")
                 else first_difference(saved, mine, "model"))
         if diff:
             raise StateDictError(f"{best}: weights of another model than this run's (first difference at "
