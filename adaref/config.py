@@ -20,7 +20,9 @@ adaref.config.ConfigError: GateConfig: unknown key 'hiden' (known: hidden, jitte
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import typing
 from typing import Any
 
@@ -128,3 +130,67 @@ def _tuplify(value: Any) -> Any:
 
 def _show(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+#: Deepest nesting accepted in a configuration file (a run configuration is 4 levels
+#: deep; optimiser options and data overrides add one or two).
+MAX_CONFIG_DEPTH = 16
+#: Largest configuration file accepted, in bytes.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            level += 1
+            deepest = max(deepest, level)
+            if level > MAX_CONFIG_DEPTH:
+                return level
+            stack.extend((v, level) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def read_config_file(path: str, what: str) -> Any:
+    """The JSON document in the configuration file ``path``, or :class:`ConfigError`
+    naming ``what`` (e.g. ``--config run.json``) and the problem: not a regular file,
+    larger than :data:`MAX_CONFIG_BYTES`, not UTF-8 (with the byte offset), not JSON,
+    or nested deeper than :data:`MAX_CONFIG_DEPTH`.
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "c.json")
+    >>> _ = open(p, "wb").write(b'{"seed": 1, "x": "\\xff"}')
+    >>> read_config_file(p, "--config c.json")
+    Traceback (most recent call last):
+    ...
+    adaref.config.ConfigError: --config c.json: not UTF-8 text (byte 0xff at offset 18)
+    """
+    from adaref.io import not_a_regular_file
+
+    problem = not_a_regular_file(path)
+    if problem:
+        raise ConfigError(f"{what}: {problem}")
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{what}: {size:,} bytes; a configuration file has at most "
+                              f"{MAX_CONFIG_BYTES:,}")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{what}: cannot be read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{what}: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{what}: nested deeper than {MAX_CONFIG_DEPTH} levels") from None
+    if _depth(value) > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"{what}: nested deeper than {MAX_CONFIG_DEPTH} levels")
+    return value

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from adaref.argtypes import integer
-from adaref.config import ConfigError
+from adaref.config import ConfigError, read_config_file
 from adaref.training.cli import add_config_flags, merge, parse_value, set_dotted
 from adaref.model.config import ModelConfig
 from adaref.training.config import BaselineChoice, RunConfig, TrainConfig, baseline_train_config, run_config
@@ -82,10 +82,7 @@ def resolve_run(args: argparse.Namespace, hints: dict) -> RunConfig:
     """Preset defaults < --config < flags."""
     preset = args.preset or "paper"
     if args.config:
-        try:
-            given = json.loads(Path(args.config).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"--config {args.config}: {e}") from None
+        given = read_config_file(args.config, f"--config {args.config}")
         if not isinstance(given, dict):
             raise ConfigError(f"--config {args.config}: expected a JSON object")
         for section in ("data", "model", "train"):
@@ -167,54 +164,74 @@ def _print_table(metrics: dict, run_dir: Path, seconds: float, model: str = "Ada
     print(f"  run directory: {run_dir}  ({seconds:.1f}s)")
 
 
+def _check_model_size(run: RunConfig) -> None:
+    """Refuse a model whose training cannot fit in memory, from the number of fields
+    alone (the vocabularies only add to it), before any data is read."""
+    from adaref.data.dataset import resolve_options
+    from adaref.data.pipeline import plan_fields
+    from adaref.data.schema import SCHEMAS
+    from adaref.model.config import check_model_memory
+    from adaref.training.trainer import TRAINING_COPIES, trains_adaensemble
+
+    if not trains_adaensemble(run):
+        return
+    d = run.data
+    options = resolve_options(d.dataset, d.preset, d.sample, overrides=d.overrides or None, seed=run.seed)
+    fields = len(plan_fields(SCHEMAS[d.dataset], options.transform))
+    check_model_memory(run.model, fields, 0, np.dtype(run.dtype).itemsize, copies=TRAINING_COPIES,
+                       what="training (weights, gradients, optimiser states)")
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not args.quiet:
+        print(f"adaref.train: {message}", file=sys.stderr)
+
+
+def _os_error(e: OSError) -> str:
+    """``PATH: reason`` of an operating-system error (disk full, read-only, ...)."""
+    if e.filename is None:
+        return str(e)
+    extra = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
+    return f"{e.filename}{extra}: {e.strerror or e}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status: 0 done, 1 a data, checkpoint or
+    file-system error, 2 a configuration or usage error (including a run directory in
+    use by another run), 3 divergence, 130 interrupted (Ctrl-C)."""
+    parser, hints = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    holder: list = []               # the claimed run directory, released whatever happens
+    try:
+        return _run(parser, hints, args, holder)
+    except KeyboardInterrupt:       # before training started (data preparation) or after it
+        how = ""
+        if holder and (holder[0].path / "last.npz").is_file():
+            how = f"; continue with --resume {holder[0].path}"
+        elif holder:
+            how = "; nothing was trained yet: run the same command again"
+        print(f"\nadaref.train: interrupted{how}", file=sys.stderr)
+        return 130
+    finally:
+        for claimed in holder:
+            claimed.release()
+
+
+def _run(parser, hints, args, holder: list) -> int:
     from adaref.data import DataFormatError, OptionsError, load
     from adaref.data.samples import SampleNotFoundError
     from adaref.io import NpzError
     from adaref.nn import StateDictError
+    from adaref.training.rundir import RunDirectoryBusy, claim, reset_unstarted
     from adaref.training.trainer import Trainer, TrainingDataError, TrainingDiverged, TrainingInterrupted
 
-    parser, hints = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     try:
-        if args.resume:
-            run_dir = Path(args.resume)
-            if not run_dir.exists():
-                parser.error(f"--resume {run_dir}: no such directory")
-            if not run_dir.is_dir():
-                parser.error(f"--resume {run_dir}: not a directory (give the run directory)")
-            missing = [f for f in ("config.json", "last.npz") if not (run_dir / f).is_file()]
-            if missing:
-                parser.error(f"--resume {run_dir}: not a resumable run directory (no {' and no '.join(missing)})")
-            if _finished(run_dir) is not None and not args.quiet:
-                print(f"adaref.train: the run in {run_dir} has already finished (it has metrics.json); "
-                      f"nothing is trained: its checkpoint is checked and its selected weights scored again")
-            given = [k for k, v in vars(args).items() if v not in (None, False) and k not in ("resume", "quiet")]
-            if given:
-                names = ", ".join("--" + (k[4:] if k.startswith("cfg:") else k) for k in given)
-                parser.error(f"--resume takes every option from {run_dir / 'config.json'}; drop {names}")
-            try:
-                run = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-            except (json.JSONDecodeError, ConfigError) as e:
-                raise ConfigError(f"--resume {run_dir / 'config.json'}: {e}") from None
-        else:
-            if not args.sample and not args.data and not args.config:
-                parser.error("give --sample NAME, --data PATH --dataset NAME, --config FILE or --resume DIR")
-            if args.data and not args.dataset:
-                parser.error("--data needs --dataset criteo|avazu|ipinyou")
-            run = resolve_run(args, hints)
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = Path(args.out) if args.out else Path("runs") / (
-                f"{run.data.dataset}-{run.data.preset}-s{run.seed}-{stamp}")
-            if run_dir.exists() and not run_dir.is_dir():
-                parser.error(f"--out {run_dir}: a file of that name exists; give a directory")
-            if (run_dir / "config.json").exists():
-                parser.error(f"--out {run_dir}: already holds a run (config.json); choose another "
-                             f"directory, or continue that run with --resume {run_dir}")
+        run, run_dir, from_start = _prepare_run(parser, hints, args, claim, reset_unstarted, holder)
         if run.train.xi > 0 and run.train.bilevel == "off" and not args.quiet:
             print("adaref.train: note: --train.xi has no effect with --bilevel off", file=sys.stderr)
         d = run.data
+        _check_model_size(run)                 # before the data is prepared: D and L alone can be absurd
         ds = load(d.dataset, sample=d.sample, input=None if d.sample else d.path, preset=d.preset,
                   seed=run.seed, overrides=d.overrides or None, progress=not args.quiet)
         skipped = ds.manifest.get("rows", {}).get("skipped", {})
@@ -225,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"adaref.train: skipped {skipped['total']} bad line(s) of "
                   f"{ds.manifest['rows']['data_lines']}: {reasons}", file=sys.stderr)
         trainer = Trainer(run, ds, run_dir, quiet=args.quiet)
-        if args.resume:
+        if args.resume and not from_start:
             trainer.restore(run_dir / "last.npz")
         if not args.quiet:
             split = {k: len(v) for k, v in trainer.rows.items()}
@@ -235,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"run directory {run_dir}", flush=True)
         trainer.fit()
         metrics = trainer.finish()
+    except RunDirectoryBusy as e:
+        print(f"adaref.train: {'--resume' if args.resume else '--out'} {e}; wait for that run to end "
+              f"or choose another directory", file=sys.stderr)
+        return 2
     except (ConfigError, OptionsError) as e:
         print(f"adaref.train: configuration error: {e}", file=sys.stderr)
         return 2
@@ -250,9 +271,77 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"\nadaref.train: training diverged at {e}", file=sys.stderr)
         return 3
+    except MemoryError:
+        print("adaref.train: out of memory (a smaller --train.batch_size or --train.eval_batch_size, "
+              "or a smaller model, needs less)", file=sys.stderr)
+        return 1
+    except OSError as e:               # disk full, read-only directory, permissions
+        print(f"adaref.train: file error: {_os_error(e)}", file=sys.stderr)
+        return 1
     if not args.quiet:
         _print_table(metrics, run_dir, time.perf_counter() - start, run.baseline.name or "AdaEnsemble")
     return 0
+
+
+def _prepare_run(parser, hints, args, claim, reset_unstarted, holder: list):
+    """The run configuration and directory, claimed for this process (appended to
+    ``holder`` as soon as it is claimed, so the caller releases it whatever happens).
+    Returns ``(run, run_dir, from_start)``: ``from_start`` is a --resume of a run that
+    stopped before its first checkpoint (it starts from step 0)."""
+    from_start = False
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not run_dir.exists():
+            parser.error(f"--resume {run_dir}: no such directory")
+        if not run_dir.is_dir():
+            parser.error(f"--resume {run_dir}: not a directory (give the run directory)")
+        given = [k for k, v in vars(args).items() if v not in (None, False) and k not in ("resume", "quiet")]
+        if given:
+            names = ", ".join("--" + (k[4:] if k.startswith("cfg:") else k) for k in given)
+            parser.error(f"--resume takes every option from {run_dir / 'config.json'}; drop {names}")
+        if not (run_dir / "config.json").is_file():
+            parser.error(f"--resume {run_dir}: not a resumable run directory (no config.json)")
+        claimed = claim(run_dir)
+        holder.append(claimed)
+        for note in claimed.notes():
+            _say(args, note)
+        if not (run_dir / "last.npz").is_file():
+            if not claimed.unstarted:
+                parser.error(f"--resume {run_dir}: not a resumable run directory (no last.npz)")
+            removed = reset_unstarted(claimed)
+            from_start = True
+            _say(args, f"{run_dir} holds a run that stopped before its first checkpoint (config.json, no "
+                       f"last.npz); training it from step 0 with its config.json"
+                       + (f" (removed its {', '.join(removed)})" if removed else ""))
+        elif _finished(run_dir) is not None and not args.quiet:
+            print(f"adaref.train: the run in {run_dir} has already finished (it has metrics.json); "
+                  f"nothing is trained: its checkpoint is checked and its selected weights scored again")
+        run = RunConfig.from_dict(read_config_file(str(run_dir / "config.json"),
+                                                   f"--resume {run_dir / 'config.json'}"))
+        return run, run_dir, from_start
+    if not args.sample and not args.data and not args.config:
+        parser.error("give --sample NAME, --data PATH --dataset NAME, --config FILE or --resume DIR")
+    if args.data and not args.dataset:
+        parser.error("--data needs --dataset criteo|avazu|ipinyou")
+    run = resolve_run(args, hints)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(args.out) if args.out else Path("runs") / (
+        f"{run.data.dataset}-{run.data.preset}-s{run.seed}-{stamp}")
+    if run_dir.exists() and not run_dir.is_dir():
+        parser.error(f"--out {run_dir}: a file of that name exists; give a directory")
+    claimed = claim(run_dir)
+    holder.append(claimed)
+    for note in claimed.notes():
+        _say(args, note)
+    if (run_dir / "config.json").exists():
+        if not claimed.unstarted:
+            parser.error(f"--out {run_dir}: already holds a run (config.json); choose another "
+                         f"directory, or continue that run with --resume {run_dir}")
+        removed = reset_unstarted(claimed)
+        _say(args, f"{run_dir} holds a run that stopped before its first checkpoint (config.json, no "
+                   f"last.npz): treated as not started, and started again"
+                   + (f" (removed its {', '.join(removed)})" if removed else ""))
+    return run, run_dir, from_start
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Command line of the data pipeline: ``python -m adaref.data prepare|synth ...``.
 
-Exit status: 0 on success, 1 on bad input data (``FILE:LINE: ...`` on stderr),
-2 on a usage or option error.
+Exit status: 0 on success, 1 on bad input data (``FILE:LINE: ...`` on stderr) or a file
+system error (disk full, read-only output; the path is named), 2 on a usage or option
+error, 130 when interrupted (Ctrl-C; nothing is written).
 """
 from __future__ import annotations
 
@@ -183,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return _prepare(args) if args.command == "prepare" else _synth(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was written (a partial build is removed)", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory (a smaller read.chunk_bytes needs less)", file=sys.stderr)
+        return 1
     except DataFormatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -190,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the output directory cannot be written, or is not ours to replace
-        print(f"error: {e}", file=sys.stderr)
+        where = f"{e.filename}: " if getattr(e, "filename", None) and str(e.filename) not in str(e) else ""
+        print(f"error: {where}{e.strerror or e}" if where else f"error: {e}", file=sys.stderr)
         return 1
 
 

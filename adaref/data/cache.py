@@ -29,9 +29,12 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import zlib
 
 import numpy as np
+
+from adaref.locks import owner_record, owner_state
 
 __all__ = ["FORMAT_VERSION", "ARRAYS", "fingerprint", "cache_key", "read_manifest", "is_complete",
            "write_json", "check_replaceable", "BuildDir", "NpyWriter"]
@@ -71,11 +74,17 @@ def fingerprint(path: str, has_header: bool, block: int = 8 << 20, on_progress=N
             data = raw
             if decomp is not None:
                 data = b""
-                while raw:
-                    data += decomp.decompress(raw)
-                    raw = decomp.unused_data if decomp.eof else b""
-                    if decomp.eof:
-                        decomp = zlib.decompressobj(wbits=31)
+                try:
+                    while raw:
+                        data += decomp.decompress(raw)
+                        raw = decomp.unused_data if decomp.eof else b""
+                        if decomp.eof:
+                            decomp = zlib.decompressobj(wbits=31)
+                except zlib.error as e:
+                    from .readers import DataFormatError
+
+                    raise DataFormatError(f"{path}: corrupt gzip data near byte {size:,} of the file "
+                                          f"({e}); the file is damaged, not only truncated") from None
             if data:
                 newlines += data.count(b"\n")
                 last = data[-1:]
@@ -132,6 +141,48 @@ def check_replaceable(path: str) -> None:
             f"files in it); refusing to replace it -- choose another output directory")
 
 
+#: The file naming the process that builds a temporary build directory.
+OWNER_FILE = ".owner.json"
+#: A build directory that names no owner is removed once it is this old.
+ORPHAN_AGE_SECONDS = 3600
+
+
+def remove_orphaned_builds(final: str) -> list[str]:
+    """Remove the temporary build directories of ``final`` (``.NAME.tmp-*``, and the
+    ``.old`` copies of a replaced build) left by a ``prepare`` that was killed: those
+    whose owner process is no longer running on this host. A build in progress in
+    another live process is left alone. Returns the paths removed."""
+    parent, name = os.path.dirname(final), os.path.basename(final)
+    removed = []
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.startswith(f".{name}.tmp-"):
+            continue
+        path = os.path.join(parent, entry)
+        owner_dir = path[:-len(".old")] if entry.endswith(".old") else path
+        try:
+            with open(os.path.join(owner_dir, OWNER_FILE), encoding="utf-8") as fh:
+                owner = json.load(fh)
+        except (OSError, ValueError):
+            owner = None
+        if entry.endswith(".old") and not os.path.exists(owner_dir):
+            state = "dead"                  # the build it made way for is gone
+        elif owner is None:                 # killed while committing, or a build of an older adaref
+            try:
+                state = "dead" if time.time() - os.path.getmtime(path) > ORPHAN_AGE_SECONDS else "unknown"
+            except OSError:
+                state = "unknown"
+        else:
+            state = owner_state(owner)
+        if state == "dead":
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 class BuildDir:
     """A temporary sibling of ``final``; :meth:`commit` renames it into place.
 
@@ -145,7 +196,10 @@ class BuildDir:
         check_replaceable(self.final)
         parent = os.path.dirname(self.final)
         os.makedirs(parent, exist_ok=True)
+        self.removed = remove_orphaned_builds(self.final)
         self.path = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(self.final)}.tmp-")
+        with open(os.path.join(self.path, OWNER_FILE), "w", encoding="utf-8") as fh:
+            json.dump(owner_record(), fh)
 
     def commit(self) -> None:
         """Rename the build into place, moving an existing ``final`` aside first.
@@ -155,6 +209,7 @@ class BuildDir:
         complete build stays.
         """
         parent, name = os.path.dirname(self.final), os.path.basename(self.final)
+        os.unlink(os.path.join(self.path, OWNER_FILE))
         for attempt in range(5):
             old = None
             if os.path.exists(self.final):

@@ -137,6 +137,15 @@ class ReadOptions(_Options):
     chunk_bytes: int = 4 << 20
     #: How many line numbers per bad-line reason are kept for the summary/manifest.
     report_lines: int = 5
+    #: Longest line accepted, in bytes (line end excluded). A longer line is a bad line
+    #: (``FILE:LINE: line longer than read.max_line_bytes = ...``); the reader never
+    #: holds more than this of a line without a line end. Real lines are under 2 KB.
+    max_line_bytes: int = 64 << 10
+    #: Longest field accepted, in bytes. A longer field makes its line bad
+    #: (``FILE:LINE: field X: N bytes, longer than read.max_field_bytes = ...``). The
+    #: parser's working memory per column is (lines in a chunk) x the longest field in
+    #: the chunk, so this bounds it: about 60 MB per column at the default for iPinYou.
+    max_field_bytes: int = 4 << 10
 
     def __post_init__(self):
         _check_choice("ReadOptions", "on_bad_line", self.on_bad_line, ("error", "skip"))
@@ -144,6 +153,11 @@ class ReadOptions(_Options):
             raise OptionsError(f"ReadOptions: chunk_bytes must be >= 1024, got {self.chunk_bytes}")
         if self.report_lines < 0:
             raise OptionsError("ReadOptions: report_lines must be >= 0")
+        if not 64 <= self.max_field_bytes <= self.max_line_bytes:
+            raise OptionsError(f"ReadOptions: max_field_bytes must be in [64, max_line_bytes = "
+                               f"{self.max_line_bytes}], got {self.max_field_bytes}")
+        if self.max_line_bytes > 1 << 30:
+            raise OptionsError(f"ReadOptions: max_line_bytes must be <= 1 GiB, got {self.max_line_bytes}")
 
 
 @dataclass(frozen=True)

@@ -99,19 +99,74 @@ def open_encoded(path: str, mmap: bool = True) -> EncodedDataset:
             raise DataFormatError(f"{os.path.join(path, name)}: the prepared data is damaged "
                                   f"({type(e).__name__}: {e}); {fix}") from None
 
+    sizes = _check_manifest(path, manifest, fix)
     probs = arr("probs.npy") if os.path.isfile(os.path.join(path, "probs.npy")) else None
     ds = EncodedDataset(os.path.abspath(path), arr("ids.npy"), arr("labels.npy"), arr("split.npy"), manifest, probs)
-    rows = manifest.get("rows", {}).get("encoded", len(ds.ids))
-    if (ds.ids.ndim != 2 or ds.ids.shape != (rows, len(ds.vocab_sizes)) or ds.labels.shape != (rows,)
-            or ds.split_codes.shape != (rows,)):
+    rows = manifest.get("rows", {}).get("encoded", len(ds.ids)) if isinstance(manifest.get("rows"), dict) else None
+    if (not isinstance(rows, int) or ds.ids.ndim != 2 or ds.ids.shape != (rows, len(sizes))
+            or ds.labels.shape != (rows,) or ds.split_codes.shape != (rows,)):
         raise DataFormatError(f"{path}: the prepared arrays do not match manifest.json (ids {ds.ids.shape}, "
                               f"labels {ds.labels.shape}, split {ds.split_codes.shape}; the manifest says {rows} "
-                              f"rows of {len(ds.vocab_sizes)} fields); {fix}")
-    labels = np.asarray(ds.labels)
-    if not np.isin(labels, (0, 1)).all():
-        first = int(np.flatnonzero(~np.isin(labels, (0, 1)))[0])
-        raise DataFormatError(f"{path}/labels.npy: row {first} holds {labels[first]}, not a 0/1 click; {fix}")
+                              f"rows of {len(sizes)} fields); {fix}")
+    for name, a, kinds in (("ids.npy", ds.ids, "iu"), ("labels.npy", ds.labels, "fiu"),
+                           ("split.npy", ds.split_codes, "iu")):
+        if a.dtype.kind not in kinds:
+            raise DataFormatError(f"{os.path.join(path, name)}: holds {a.dtype} values, not "
+                                  f"{'integers' if kinds == 'iu' else 'numbers'}; {fix}")
+    check_contents(ds, fix)
     return ds
+
+
+def _check_manifest(path: str, manifest: dict, fix: str) -> np.ndarray:
+    """The vocabulary sizes of ``manifest.json``, checked: one positive integer per field."""
+    sizes, names = manifest.get("vocab_sizes"), manifest.get("field_names")
+    if (not isinstance(sizes, list) or not sizes or not isinstance(names, list) or len(names) != len(sizes)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 for v in sizes)):
+        raise DataFormatError(f"{os.path.join(path, 'manifest.json')}: vocab_sizes and field_names are not one "
+                              f"positive size and one name per field; {fix}")
+    return np.asarray(sizes, dtype=np.int64)
+
+
+#: Rows checked at a time by :func:`check_contents` (a few tens of MB of ids).
+CHECK_ROWS = 1 << 18
+
+
+def check_contents(ds: EncodedDataset, fix: str = "prepare it again") -> None:
+    """Check what would make training wrong or crash, chunk by chunk over the memory
+    maps (vectorised; about 1 GB/s): every id within its field's vocabulary
+    ``[0, vocab_size)``, every split code 0, 1 or 2, every label 0 or 1, and the
+    per-split row counts of the manifest. Raises :class:`DataFormatError` naming the
+    file, the first bad row and ``fix``."""
+    sizes = np.asarray(ds.vocab_sizes, dtype=np.uint32)
+    splits = ds.manifest.get("splits") if isinstance(ds.manifest.get("splits"), dict) else {}
+    counts = np.zeros(3, dtype=np.int64)
+    for start in range(0, len(ds.labels), CHECK_ROWS):
+        stop = start + CHECK_ROWS
+        ids = np.asarray(ds.ids[start:stop])
+        wrong = ids.view(np.uint32) >= sizes if ids.dtype == np.int32 else (ids < 0) | (ids >= sizes)
+        if wrong.any():
+            r, f = map(int, np.argwhere(wrong)[0])
+            raise DataFormatError(f"{os.path.join(ds.path, 'ids.npy')}: row {start + r} holds id {ids[r, f]} for "
+                                  f"field {ds.field_names[f]}, outside its vocabulary [0, {sizes[f]}); the "
+                                  f"prepared data is damaged; {fix}")
+        codes = np.asarray(ds.split_codes[start:stop])
+        bad = (codes < 0) | (codes > 2)
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise DataFormatError(f"{os.path.join(ds.path, 'split.npy')}: row {start + r} holds split code "
+                                  f"{codes[r]}, not 0 (train), 1 (val) or 2 (test); {fix}")
+        counts += np.bincount(codes.astype(np.int64), minlength=3)[:3]
+        labels = np.asarray(ds.labels[start:stop])
+        bad = (labels != 0) & (labels != 1)
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise DataFormatError(f"{os.path.join(ds.path, 'labels.npy')}: row {start + r} holds {labels[r]}, not "
+                                  f"a 0/1 click; {fix}")
+    for k, name in enumerate(SPLIT_NAMES):
+        want = splits.get(name, {}).get("rows") if isinstance(splits.get(name), dict) else None
+        if want is not None and want != int(counts[k]):
+            raise DataFormatError(f"{os.path.join(ds.path, 'split.npy')}: {int(counts[k])} {name} rows, but "
+                                  f"manifest.json says {want}; {fix}")
 
 
 def default_out(dataset: str, preset: str, sample: bool) -> str:

@@ -92,12 +92,15 @@ def split_delimited(buf: bytes, delimiter: bytes, ncols: int) -> FieldSplit:
     return FieldSplit(arr, starts, ends, np.flatnonzero(good_line), counts)
 
 
-def split_quoted(lines: list[bytes], delimiter: str, ncols: int):
+def split_quoted(lines: list[bytes], delimiter: str, ncols: int, max_field: int | None = None,
+                 too_long: dict | None = None):
     """Quoted-CSV lines to per-column matrices (slow path, for the iPinYou form).
 
     Returns ``(columns, good, field_counts)``: ``columns[j]`` is ``(chars, lengths)``
     over the ``good`` lines (those with ``ncols`` fields), as in :class:`FieldSplit`;
-    a line whose quoting is malformed has field count -1.
+    a line whose quoting is malformed has field count -1. With ``max_field``, a line
+    with a longer field is left out of ``good`` (so no matrix is as wide as it) and
+    recorded in ``too_long`` as ``line index -> (column, length)``.
     Lines must already be valid UTF-8 without NUL bytes.
 
     >>> cols, good, counts = split_quoted([b'a,"x,y"\\n', b'b\\n'], ",", 2)
@@ -115,6 +118,15 @@ def split_quoted(lines: list[bytes], delimiter: str, ncols: int):
             continue
         counts[i] = len(fields)
         if len(fields) == ncols:
+            if max_field is not None:
+                sizes = [len(f) for f in fields]
+                if 4 * max(sizes) > max_field:     # a character is 1-4 bytes: count bytes
+                    long = [(j, len(f.encode("utf-8"))) for j, f in enumerate(fields)]
+                    j, n = max(long, key=lambda x: x[1])
+                    if n > max_field:
+                        if too_long is not None:
+                            too_long[i] = (j, n)
+                        continue
             good.append(i)
             rows.append(fields)
     columns = []

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from adaref.io import not_a_regular_file
+
 from .cache import (FORMAT_VERSION, BuildDir, NpyWriter, cache_key, check_replaceable, fingerprint, is_complete,
                     read_manifest, write_json)
 from .config import DataOptions, OptionsError, TransformOptions
@@ -123,8 +125,9 @@ def _fingerprint_sources(paths: list[str], schema: Schema, progress: bool, strea
     for p in paths:
         if os.path.isdir(p):
             raise DataFormatError(f"{p}: is a directory; give the data file itself")
-        if not os.path.isfile(p):
-            raise DataFormatError(f"{p}: no such file")
+        problem = not_a_regular_file(p)
+        if problem:
+            raise DataFormatError(f"{p}: {problem}")
     prog = Progress("pass 0 sha256", sum(os.path.getsize(p) for p in paths), stream=stream, enabled=progress,
                     unit="bytes")
     sources, base = [], 0
@@ -137,6 +140,30 @@ def _fingerprint_sources(paths: list[str], schema: Schema, progress: bool, strea
         base += fp["size"]
     prog.close()
     return sources
+
+
+def _identity(path: str) -> tuple[int, int, int, int, int]:
+    """What changes when a file is rewritten, appended to or renamed over: device,
+    inode, size, modification and status-change times (ns)."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _check_unchanged(paths: list[str], before: list[tuple], when: str) -> None:
+    """Refuse, naming the file, an input that changed since ``before`` was taken: the
+    checksum recorded in the manifest would not describe the rows encoded."""
+    for p, old in zip(paths, before):
+        try:
+            now = _identity(p)
+        except OSError as e:
+            raise DataFormatError(f"{p}: the input disappeared while it was being prepared ({when}): "
+                                  f"{e.strerror or e}; nothing was written") from None
+        if now != old:
+            what = ("replaced by another file (renamed over)" if now[:2] != old[:2] else
+                    f"its size changed from {old[2]:,} to {now[2]:,} bytes" if now[2] != old[2] else
+                    "it was rewritten (its modification time changed)")
+            raise DataFormatError(f"{p}: the input changed while it was being prepared ({when}): {what}; "
+                                  f"nothing was written; prepare again once the file is complete")
 
 
 def _count_pass(dataset, paths, schema, options: DataOptions, plans, lines_per_file, progress, stream):
@@ -226,7 +253,13 @@ def prepare(dataset: str, paths, options: DataOptions, out: str, preset: str | N
     check_replaceable(out)
     t_start = time.perf_counter()
 
+    for p in paths:                          # what it is, before its identity is taken
+        problem = None if os.path.isdir(p) else not_a_regular_file(p)
+        if problem:
+            raise DataFormatError(f"{p}: {problem}")
+    identity = [_identity(p) if os.path.isfile(p) else None for p in paths]
     sources = _fingerprint_sources(paths, schema, progress, stream)
+    _check_unchanged(paths, identity, "during its checksum")
     key = cache_key(dataset, [s["sha256"] for s in sources], options.to_dict())
     old = read_manifest(out)
     if not rebuild and old is not None and old.get("cache_key") == key and is_complete(out):
@@ -239,9 +272,11 @@ def prepare(dataset: str, paths, options: DataOptions, out: str, preset: str | N
 
     vocabs, token_tables, n_rows, bad = _count_pass(dataset, paths, schema, options, plans, lines_per_file,
                                                     progress, stream)
+    _check_unchanged(paths, identity, "during pass 1")
     with BuildDir(out) as build:
         counts, positives = _encode_pass(build.path, paths, schema, options, plans, vocabs, token_tables,
                                          n_rows, lines_per_file, progress, stream)
+        _check_unchanged(paths, identity, "during pass 2")
         write_json(os.path.join(build.path, "vocab.json"), {"dataset": dataset, "fields": [
             v.to_json(_shower(p, token_tables, topts)) for p, v in zip(plans, vocabs)]})
         manifest = {

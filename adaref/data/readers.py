@@ -34,6 +34,8 @@ from typing import Iterator
 
 import numpy as np
 
+from adaref.io import not_a_regular_file
+
 from .codecs import EXPECTED, Decoded, TokenTable, decode, row_bytes
 from .config import ReadOptions
 from .fields import line_starts, split_delimited, split_quoted
@@ -47,7 +49,11 @@ class DataFormatError(ValueError):
 
 
 def open_binary(path: str):
-    """Open ``path`` for binary reading, decompressing gzip transparently."""
+    """Open ``path`` for binary reading, decompressing gzip transparently. A path that
+    is not a regular file (a directory, a FIFO, a device, ``-``) is refused by what it is."""
+    problem = not_a_regular_file(path)
+    if problem:
+        raise DataFormatError(f"{path}: {problem}")
     try:
         f = open(path, "rb")
     except OSError as e:
@@ -182,11 +188,31 @@ class RawReader:
                     return
                 cut = buf.rfind(b"\n")
                 if cut < 0:
-                    carry = buf
+                    carry = self._cap_line(buf, f, path, line_no)
                     continue
                 out, carry = buf[: cut + 1], buf[cut + 1:]
                 yield self._lf(out), line_no
                 line_no += out.count(b"\n")
+
+    def _cap_line(self, buf: bytes, f, path: str, line_no: int) -> bytes:
+        """``buf``, a line without its end so far, unless it is already longer than
+        ``max_line_bytes``: then the error (strict) or the line cut to ``max_line_bytes``
+        + 1 bytes with the rest of it read and dropped, so that :meth:`_parse` reports
+        it as too long and memory stays bounded (skip)."""
+        limit = self.options.max_line_bytes
+        if len(buf) <= limit + 1:
+            return buf
+        if self.options.on_bad_line == "error":
+            raise DataFormatError(f"{path}:{line_no}: line longer than read.max_line_bytes = {limit:,} "
+                                  f"bytes (no line end in its first {len(buf):,} bytes)")
+        head = buf[:limit + 1]
+        while True:
+            block = _read(f, self.options.chunk_bytes, path)
+            if not block:
+                return head
+            end = block.find(b"\n")
+            if end >= 0:
+                return head + block[end:]
 
     @staticmethod
     def _lf(buf: bytes) -> bytes:
@@ -198,6 +224,10 @@ class RawReader:
 
     def _check_header(self, path: str, f, carry: bytes) -> bytes:
         while b"\n" not in carry:
+            if len(carry) > self.options.max_line_bytes:
+                raise DataFormatError(f"{path}:1: not {'an' if self.schema.name[0] in 'aeiou' else 'a'} "
+                                      f"{self.schema.name} file (no header line end in its first "
+                                      f"{len(carry):,} bytes)")
             more = _read(f, self.options.chunk_bytes, path)
             if not more:
                 break
@@ -216,17 +246,28 @@ class RawReader:
         """Parse one buffer of whole lines into :class:`Records` (``None`` if no line is good)."""
         schema = self.schema
         ncols = len(schema.columns)
+        opts = self.options
         line_bad = _byte_checks(buf)  # line index -> (reason, message)
+        _line_length_checks(buf, opts.max_line_bytes, line_bad)
         if schema.quoted:
             lines = [ln + b"\n" for ln in buf.split(b"\n")[:-1]]
             for i in line_bad:
                 lines[i] = b"\n"
-            columns, good, counts = split_quoted(lines, schema.delimiter, ncols)
+            too_long: dict = {}
+            columns, good, counts = split_quoted(lines, schema.delimiter, ncols, opts.max_field_bytes, too_long)
+            for i, (j, n) in too_long.items():
+                line_bad.setdefault(i, _field_too_long(schema.columns[j].name, n, opts.max_field_bytes))
             split = None
         else:
             split = split_delimited(buf, schema.delimiter.encode(), ncols)
             good, counts = split.good, split.field_counts
             columns = None
+            if len(buf) > opts.max_field_bytes and len(good):
+                widths = split.ends - split.starts                              # (B, C)
+                for k in np.flatnonzero(widths.max(axis=1) > opts.max_field_bytes).tolist():
+                    j = int(widths[k].argmax())
+                    line_bad.setdefault(int(good[k]), _field_too_long(schema.columns[j].name,
+                                                                      int(widths[k, j]), opts.max_field_bytes))
         _field_count_checks(buf, counts, ncols, "tab" if schema.delimiter == "\t" else "comma", line_bad)
 
         # decode every column of the structurally good lines
@@ -301,6 +342,22 @@ def _byte_checks(buf: bytes) -> dict:
         except UnicodeDecodeError as e:
             line_bad[i] = ("undecodable bytes", f"undecodable bytes (not UTF-8): {line[e.start:e.start + 8]!r}")
     return line_bad
+
+
+def _field_too_long(name: str, n: int, limit: int) -> tuple[str, str]:
+    return ("field too long", f"field {name}: {n:,} bytes, longer than read.max_field_bytes = {limit:,} "
+                              f"(raise the limit if such values are real)")
+
+
+def _line_length_checks(buf: bytes, limit: int, line_bad: dict) -> None:
+    """Add the lines of ``buf`` longer than ``limit`` bytes to ``line_bad``."""
+    if len(buf) <= limit + 1:
+        return
+    starts = line_starts(buf)
+    lengths = np.diff(np.append(starts, len(buf))) - 1            # without the line end
+    for i in np.flatnonzero(lengths > limit).tolist():
+        size = f" ({int(lengths[i]):,} bytes)" if lengths[i] > limit + 1 else ""   # else cut by _cap_line
+        line_bad.setdefault(i, ("line too long", f"line longer than read.max_line_bytes = {limit:,}{size}"))
 
 
 def _field_count_checks(buf: bytes, counts: np.ndarray, ncols: int, sep: str, line_bad: dict) -> None:

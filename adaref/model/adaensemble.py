@@ -10,8 +10,9 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from adaref import ops
+from adaref.config import ConfigError
 from adaref.io import load_npz
-from adaref.model.config import ModelConfig
+from adaref.model.config import ModelConfig, check_model_memory
 from adaref.model.controller import DepthChoice, DepthController
 from adaref.model.dispatcher import dispatch
 from adaref.model.estimator import Estimator
@@ -87,6 +88,7 @@ class AdaEnsemble(Module):
         self.config = config
         self.vocab_sizes = check_vocab_sizes(vocab_sizes, "AdaEnsemble")
         self.dtype = np.dtype(dtype)
+        check_model_memory(config, len(self.vocab_sizes), sum(self.vocab_sizes), self.dtype.itemsize)
         f, d, n_layers = len(self.vocab_sizes), config.dim, config.num_layers
         self.embedding = Embedding(self.vocab_sizes, d, rng=rng, oov=config.embedding_oov, dtype=dtype)
         self.layers = ModuleList([SparseMoELayer(config, f, rng=rng, dtype=dtype)
@@ -287,7 +289,7 @@ class AdaEnsemble(Module):
     def load(self, path: str | os.PathLike) -> dict[str, Any]:
         """Load weights saved by :meth:`save` into this model; a checkpoint of a model
         with another config, vocabulary or dtype is refused, naming the difference."""
-        arrays, meta = load_npz(path)
+        _, meta = load_npz(path, meta_only=True)             # which model, before any array is read
         saved = meta.get("model")
         if not isinstance(saved, dict) or saved.get("format") != FORMAT:
             raise StateDictError(f"{path}: not an AdaEnsemble checkpoint (no '{FORMAT}' metadata)")
@@ -298,6 +300,7 @@ class AdaEnsemble(Module):
         diff = first_difference(saved.get("config"), mine["config"])
         if diff:
             raise StateDictError(f"{path}: checkpoint config differs from the model's at {diff}")
+        arrays, meta = load_npz(path, limits={k: p.data.nbytes for k, p in self.named_parameters()})
         try:
             self.load_state_dict(arrays)
         except StateDictError as e:
@@ -311,8 +314,24 @@ class AdaEnsemble(Module):
         saved = meta.get("model")
         if not isinstance(saved, dict) or saved.get("format") != FORMAT:
             raise StateDictError(f"{path}: not an AdaEnsemble checkpoint (no '{FORMAT}' metadata)")
-        model = cls(ModelConfig.from_dict(saved["config"]), saved["vocab_sizes"],
-                    rng=np.random.default_rng(0), dtype=np.dtype(saved["dtype"]))
+        missing = [k for k in ("config", "vocab_sizes", "dtype") if k not in saved]
+        if missing:
+            raise StateDictError(f"{path}: the checkpoint's model metadata lacks {', '.join(missing)}")
+        try:
+            config = ModelConfig.from_dict(saved["config"])
+        except ConfigError as e:
+            raise StateDictError(f"{path}: the checkpoint's model config is not valid: {e}") from None
+        if saved["dtype"] not in ("float32", "float64"):
+            raise StateDictError(f"{path}: the checkpoint's dtype is {saved['dtype']!r}, not float32 or float64")
+        sizes = saved["vocab_sizes"]
+        if (not isinstance(sizes, list) or not sizes
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes)):
+            raise StateDictError(f"{path}: the checkpoint's vocab_sizes is not a list of positive integers "
+                                 f"(got {str(sizes)[:80]})")
+        try:
+            model = cls(config, sizes, rng=np.random.default_rng(0), dtype=np.dtype(saved["dtype"]))
+        except ConfigError as e:                     # e.g. a model too large for this machine
+            raise StateDictError(f"{path}: {e}") from None
         model.load(path)
         return model
 

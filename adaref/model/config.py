@@ -14,6 +14,9 @@ from adaref.config import Config, ConfigError
 from adaref.experts.base import check_activation
 
 EXPERT_NAMES = ("dense", "conv", "mhsa", "pin", "cross")
+#: Accepted initial temperatures of the gates (eq. 9): logits cos / tau stay below 1e4,
+#: and their gradient cos / tau^2 below 1e8, far inside float32's range.
+TAU_RANGE = (1e-4, 1e4)
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,11 @@ class GateConfig(Config):
             raise ConfigError(f"GateConfig: hidden and reduction must be >= 1, got {self.hidden}, {self.reduction}")
         if not 0 <= self.jitter < 1:
             raise ConfigError(f"GateConfig: jitter must be in [0, 1), got {self.jitter}")
-        if self.tau_init <= 0:
-            raise ConfigError(f"GateConfig: tau_init must be > 0, got {self.tau_init}")
+        low, high = TAU_RANGE
+        if not low <= self.tau_init <= high:
+            raise ConfigError(f"GateConfig: tau_init must be in [{low:g}, {high:g}], got {self.tau_init:g} "
+                              f"(the gate's logits are cosines / tau: a smaller tau overflows the softmax "
+                              f"and its gradient, a larger one makes every expert equally likely)")
         for key, allowed in (("input", ("x0", "prev")), ("temperature", ("log", "raw")),
                              ("combine", ("gates", "switch", "unweighted"))):
             if getattr(self, key) not in allowed:
@@ -183,3 +189,40 @@ def model_config(preset: str = "paper", **changes) -> ModelConfig:
     else:
         raise ConfigError(f"unknown preset {preset!r}; choose 'paper' or 'upstream'")
     return cfg.replace(**changes) if changes else cfg
+
+
+def estimate_parameters(config: ModelConfig, num_fields: int, total_vocabulary: int) -> int:
+    """A lower bound on the number of parameters of an AdaEnsemble with ``config``,
+    ``num_fields`` fields and ``total_vocabulary`` embedding rows, computed without
+    allocating anything: the embedding table, and per layer the gate's reduction FFN
+    (F*D x F*D/r) and the (F*D x F*D) matrices of the dense and cross experts and the
+    (F*H x F*H) matrix of PIN, which dominate every other term.
+
+    >>> estimate_parameters(model_config("paper"), 39, 1000)
+    4831408
+    """
+    n = num_fields * config.dim
+    per_layer = n * (n // config.gate.reduction) + n * config.gate.hidden
+    for name in config.moe.experts:
+        if name in ("dense", "cross"):
+            per_layer += n * n + n
+        elif name == "pin":
+            h = (config.expert_options.get("pin") or {}).get("subspaces") or config.dim
+            per_layer += (num_fields * min(int(h), config.dim)) ** 2
+    return total_vocabulary * config.dim + config.num_layers * per_layer + n
+
+
+def check_model_memory(config: ModelConfig, num_fields: int, total_vocabulary: int, itemsize: int,
+                       copies: int = 1, what: str = "the model's weights") -> None:
+    """Refuse (:class:`ConfigError`, with the figure) a model whose parameters, times
+    ``copies`` (weights, gradients and optimiser states in training), cannot fit in
+    the memory available, before anything is allocated."""
+    from adaref.io import available_memory
+
+    params = estimate_parameters(config, num_fields, total_vocabulary)
+    need, available = params * itemsize * copies, available_memory()
+    if available is not None and need > available:
+        raise ConfigError(f"model.dim = {config.dim}, model.num_layers = {config.num_layers} with "
+                          f"{num_fields} fields: at least {params:.3g} parameters, {need / 1e9:.3g} GB for "
+                          f"{what}, more than the {available / 1e9:.3g} GB of memory available; choose a "
+                          f"smaller model.dim or model.num_layers")

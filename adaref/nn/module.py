@@ -158,8 +158,9 @@ class Module:
         save_npz(path, self.state_dict(), meta)
 
     def load(self, path: str | os.PathLike) -> dict[str, Any]:
-        """Load weights written by :meth:`save` into this module; returns the saved meta."""
-        arrays, meta = load_npz(path)
+        """Load weights written by :meth:`save` into this module; returns the saved meta.
+        An array that is not one of this module's, or larger, is refused before it is read."""
+        arrays, meta = load_npz(path, limits={k: p.data.nbytes for k, p in self.named_parameters()})
         try:
             self.load_state_dict(arrays)
         except StateDictError as e:

@@ -14,6 +14,10 @@ from adaref.config import Config, ConfigError
 from adaref.model.config import ModelConfig, model_config
 
 
+#: Largest xi accepted (Algorithm 2's unrolled step size; DARTS uses the W learning rate).
+MAX_XI = 1.0
+
+
 @dataclass(frozen=True)
 class OptimizerChoice(Config):
     """One optimiser by registry name (``adaref.optim.OPTIMIZERS``) and its hyper-parameters."""
@@ -59,6 +63,10 @@ class TrainConfig(Config):
         for key in ("max_steps", "patience", "xi", "lambda1", "lambda2", "z_loss"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"TrainConfig: {key} must be >= 0, got {getattr(self, key)}")
+        if self.xi > MAX_XI:
+            raise ConfigError(f"TrainConfig: xi must be in [0, {MAX_XI:g}], got {self.xi:g} (the step size of "
+                              f"Algorithm 2's unrolled W step, like a learning rate; larger values overflow "
+                              f"the unrolled weights)")
         if self.alpha_val not in ("split", "shared"):
             raise ConfigError(f"TrainConfig: alpha_val must be 'split' or 'shared', got {self.alpha_val!r}")
         if self.bilevel not in ("on", "off"):

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from adaref.config import ConfigError
-from adaref.io import load_npz, save_npz, write_json
+from adaref.io import NpzError, load_npz, save_npz, write_json
 from adaref.model.adaensemble import first_difference
+from adaref.model.config import check_model_memory
 from adaref.nn import StateDictError
 from adaref.optim import build_optimizer
 from adaref.training.bilevel import darts_gate_gradient, split_parameters
@@ -45,6 +46,18 @@ HISTORY_FIELDS = ["step", "epoch", "k", "train_loss", "train_log_loss", "expert_
                   "val_mean_flops", "seconds"]
 # the val_* columns hold the evaluation split named in eval_split: "val", or "test" when the
 # data has no validation split (the upstream preset's positional 80/20 split)
+
+
+#: Where new best weights wait until last.npz records them (then renamed to best.npz).
+PENDING_BEST = "best.pending.npz"
+#: Arrays per parameter in training: the weights, their gradient and two optimiser slots.
+TRAINING_COPIES = 4
+
+
+def trains_adaensemble(run: RunConfig) -> bool:
+    """Whether ``run`` trains AdaEnsemble (whose size :func:`check_model_memory`
+    estimates), not another model named by a ``baseline`` choice, where configs have one."""
+    return not getattr(getattr(run, "baseline", None), "name", "")
 
 
 class TrainingDiverged(RuntimeError):
@@ -86,6 +99,9 @@ class Trainer:
         if dataset.oov_embedding != run.model.embedding_oov:
             raise ConfigError(f"the data set's OOV rows are {dataset.oov_embedding!r} but the model's "
                               f"embedding_oov is {run.model.embedding_oov!r}; use the same preset for both")
+        if trains_adaensemble(run):
+            check_model_memory(run.model, len(dataset.vocab_sizes), sum(dataset.vocab_sizes), self.dtype.itemsize,
+                               copies=TRAINING_COPIES, what="training (weights, gradients, optimiser states)")
         seeds = np.random.SeedSequence(run.seed).spawn(5)
         self.model = build_model(run, dataset.vocab_sizes, np.random.default_rng(seeds[0]))
         self.rng = {"batches": np.random.default_rng(seeds[1]), "noise": np.random.default_rng(seeds[2]),
@@ -297,23 +313,33 @@ class Trainer:
                "seconds": round(s.seconds, 3)}
         s.history.append(row)
         s.sums = {}
+        improved = False
         if self.has_val:
             if ev.auc > s.best_auc:
                 s.best_auc, s.best_step, s.bad_evals = ev.auc, s.step, 0
-                self.model.save(self.dir / "best.npz", meta={"step": s.step, "val_auc": ev.auc})
+                # best.npz and last.npz change together: the new best weights wait under
+                # PENDING_BEST until last.npz records them (see _settle_best)
+                self.model.save(self.dir / PENDING_BEST, meta={"step": s.step, "val_auc": ev.auc})
+                improved = True
             else:
                 s.bad_evals += 1
                 if self.run.train.patience and s.bad_evals >= self.run.train.patience:
                     s.stopped_early = True
         self._write_history()
         self.save_resumable()
+        if improved:
+            os.replace(self.dir / PENDING_BEST, self.dir / "best.npz")
         return row
 
     # ---------------------------------------------------------------------------- results
     def finish(self) -> dict[str, Any]:
         """Load the best weights, evaluate the test split, write metrics.json and plots."""
-        if self.has_val and (self.dir / "best.npz").exists():
-            self.model.load(self.dir / "best.npz")
+        if self.has_val and self.state.best_step >= 0:
+            arrays, _ = self._best_weights(self.state)
+            try:
+                self.model.load_state_dict(arrays)
+            except StateDictError as e:
+                raise StateDictError(f"{self.dir / 'best.npz'}: {e}") from None
         # the selected weights are scored at the k they were selected at (annealing moves k)
         step = self.state.best_step if self.state.best_step >= 0 else self.state.step
         try:
@@ -377,9 +403,27 @@ class Trainer:
                 "rng": {name: g.bit_generator.state for name, g in self.rng.items()}}
         save_npz(self.dir / "last.npz", arrays, meta)
 
+    def _checkpoint_limits(self) -> dict[str, int]:
+        """The arrays ``last.npz`` may hold and the largest size of each (bytes), so that
+        :func:`~adaref.io.load_npz` refuses anything else before reading it."""
+        limits = {f"model.{k}": v.nbytes for k, v in self.model.state_dict().items()}
+        for group, opt in self.optimizers.items():
+            for key, value in opt.state_dict().items():
+                limits[f"opt.{group}.{key}"] = max(np.asarray(value).nbytes, 8)
+        limits["loop.permutation"] = 8 * len(self.rows["train"])
+        return limits
+
     def restore(self, path: str | os.PathLike) -> None:
-        """Continue from a ``last.npz`` written by :meth:`save_resumable` of the same run."""
-        arrays, meta = load_npz(path)
+        """Continue from a ``last.npz`` written by :meth:`save_resumable` of the same run.
+
+        Everything is checked before it is used: the configuration and the data identity
+        against this run's, the arrays against the model and optimisers, the loop state
+        for type and range (:meth:`_check_loop_state`), and the artefacts the loop state
+        refers to: ``best.npz`` must hold the weights of the recorded best step, and a
+        ``metrics.json`` present must report that step (:meth:`_check_artefacts`).
+        """
+        path = Path(path)
+        arrays, meta = load_npz(path, limits=self._checkpoint_limits())
         mine = json.loads(json.dumps(self.run.to_dict()))
         if not isinstance(meta.get("run"), dict) or "loop" not in meta:
             raise StateDictError(f"{path}: not a resumable checkpoint (no run and loop metadata; "
@@ -389,9 +433,15 @@ class Trainer:
             raise StateDictError(f"{path}: the checkpoint belongs to a run with another "
                                  f"configuration; first difference at {where}")
         saved, mine_data = meta.get("data"), self._data_identity()
-        if saved is not None and saved.get("cache_key") != mine_data["cache_key"]:
-            changed = [f"{a['path']} (sha256 {a['sha256'][:12]}... then, {b['sha256'][:12]}... now)"
-                       for a, b in zip(saved.get("sources", []), mine_data["sources"]) if a != b]
+        if (not isinstance(saved, dict) or not isinstance(saved.get("cache_key"), str)
+                or not isinstance(saved.get("sources"), list)):
+            raise StateDictError(f"{path}: the checkpoint does not identify its data (no data.cache_key "
+                                 f"and data.sources in its metadata); resuming could train on other "
+                                 f"examples")
+        if saved.get("cache_key") != mine_data["cache_key"]:
+            changed = [f"{a.get('path')} (sha256 {str(a.get('sha256'))[:12]}... then, "
+                       f"{str(b['sha256'])[:12]}... now)"
+                       for a, b in zip(saved["sources"], mine_data["sources"]) if a != b and isinstance(a, dict)]
             raise StateDictError(f"{path}: the data changed since this checkpoint was written: "
                                  f"{'; '.join(changed) or 'its files or data options differ'}; "
                                  f"resuming would train on other examples")
@@ -403,14 +453,167 @@ class Trainer:
                 opt.load_state_dict({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
         except (StateDictError, ValueError) as e:
             raise StateDictError(f"{path}: {e}") from None
+        permutation = arrays.get("loop.permutation")
+        state = self._check_loop_state(path, meta["loop"], permutation)
+        self._check_rng_states(path, meta.get("rng"))
+        self._check_artefacts(path, state)
+        self.permutation = np.asarray(permutation, dtype=np.int64)
+        self.state = state
+        for name, rng_state in meta["rng"].items():
+            self.rng[name].bit_generator.state = rng_state
+
+    def _check_loop_state(self, path: Path, loop: Any, permutation: Any) -> LoopState:
+        """The loop state of ``last.npz``, refused with :class:`StateDictError` naming the
+        key when a value has the wrong type or lies outside its range."""
+        def bad(what: str) -> StateDictError:
+            return StateDictError(f"{path}: the resume state (loop counters, batch order, generator "
+                                  f"states) is damaged: {what}; resuming from it would not continue the run")
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        fields = set(LoopState.__dataclass_fields__)
+        if not isinstance(loop, dict) or set(loop) != fields:
+            got = sorted(loop) if isinstance(loop, dict) else type(loop).__name__
+            raise bad(f"TypeError: loop holds the keys {got}, expected {sorted(fields)}")
+        step = loop["step"]
+        if not is_int(step) or not 0 <= step <= self.total_steps:
+            raise bad(f"loop.step = {step!r}, expected an integer in [0, {self.total_steps}] "
+                      f"(this run's step budget)")
+        for key in ("epoch_index", "bad_evals"):
+            if not is_int(loop[key]) or not 0 <= loop[key] <= max(step, 1) + 1:
+                raise bad(f"loop.{key} = {loop[key]!r}, expected an integer in [0, {max(step, 1) + 1}]")
+        if not isinstance(loop["stopped_early"], bool):
+            raise bad(f"loop.stopped_early = {loop['stopped_early']!r}, expected true or false")
+        if not is_num(loop["seconds"]) or loop["seconds"] < 0:
+            raise bad(f"loop.seconds = {loop['seconds']!r}, expected a finite number >= 0")
+        if not isinstance(loop["sums"], dict) or not all(is_num(v) for v in loop["sums"].values()):
+            raise bad(f"loop.sums = {loop['sums']!r}, expected finite running sums")
+        history = loop["history"]
+        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+            raise bad("loop.history is not a list of evaluation rows")
+        steps = [r.get("step") for r in history]
+        if (not all(is_int(x) for x in steps) or any(a >= b for a, b in zip(steps, steps[1:]))
+                or any(not 0 < x <= step for x in steps)):
+            raise bad(f"loop.history steps {steps[:10]} are not ascending steps in [1, {step}]")
+        for r in history:
+            missing = [k for k in HISTORY_FIELDS if k not in r]
+            if missing:
+                raise bad(f"loop.history row of step {r['step']} lacks {', '.join(missing)}")
+        best_auc, best_step = loop["best_auc"], loop["best_step"]
+        if not is_num(best_auc) or not (best_auc == -1.0 or 0.0 <= best_auc <= 1.0):
+            raise bad(f"loop.best_auc = {best_auc!r}, expected a finite AUC in [0, 1] (or -1: none yet)")
+        if not is_int(best_step) or not -1 <= best_step <= step:
+            raise bad(f"loop.best_step = {best_step!r}, expected an integer in [-1, {step}]")
+        if best_step >= 0:
+            row = next((r for r in history if r["step"] == best_step), None)
+            if row is None or row.get("val_auc") != best_auc:
+                raise bad(f"loop.best_step = {best_step} with best_auc {best_auc!r} does not match an "
+                          f"evaluation of loop.history")
+        elif best_auc != -1.0:
+            raise bad(f"loop.best_auc = {best_auc!r} without a best step")
+        train = self.rows["train"]
+        if not isinstance(permutation, np.ndarray) or permutation.ndim != 1 or permutation.dtype.kind not in "iu":
+            raise bad("loop.permutation is missing or not a 1-D integer array")
+        if len(permutation) == 0:
+            if loop["epoch_index"] != 0 or loop["position"] != 0:
+                raise bad("loop.permutation is empty after the first epoch began")
+        elif len(permutation) != len(train) or not np.array_equal(np.sort(permutation), train):
+            outside = np.setdiff1d(permutation, train)
+            what = (f"holds row {int(outside[0])}, which is not a training row" if len(outside)
+                    else f"is not a permutation of the {len(train)} training rows")
+            raise bad(f"loop.permutation {what}")
+        if not is_int(loop["position"]) or not 0 <= loop["position"] <= len(permutation):
+            raise bad(f"loop.position = {loop['position']!r}, expected an integer in [0, {len(permutation)}]")
+        return LoopState(**loop)
+
+    def _check_rng_states(self, path: Path, states: Any) -> None:
+        """Refuse generator states that are not one state of each of this run's generators."""
+        if not isinstance(states, dict) or set(states) != set(self.rng):
+            got = sorted(states) if isinstance(states, dict) else type(states).__name__
+            raise StateDictError(f"{path}: the resume state is damaged: rng holds {got}, expected the "
+                                 f"generators {sorted(self.rng)}")
+        for name, state in states.items():
+            kind = type(self.rng[name].bit_generator).__name__
+            if not isinstance(state, dict) or state.get("bit_generator") != kind:
+                raise StateDictError(f"{path}: the resume state is damaged: rng.{name} is not a {kind} "
+                                     f"state")
+            probe = type(self.rng[name].bit_generator)()
+            try:
+                probe.state = state
+            except (TypeError, ValueError, KeyError, OverflowError) as e:
+                raise StateDictError(f"{path}: the resume state is damaged: rng.{name}: "
+                                     f"{type(e).__name__}: {e}") from None
+
+    def _check_artefacts(self, path: Path, state: LoopState) -> None:
+        """The files the loop state refers to: ``best.npz`` must hold the recorded best
+        step's weights (:meth:`_best_weights`), and ``metrics.json``, when present, must
+        report this state's best step and step count."""
+        self._settle_best(path.parent, state)
+        if state.best_step >= 0:
+            arrays, meta = self._best_weights(state, path.parent)
+            if path.parent.resolve() != self.dir.resolve():      # the run continues elsewhere
+                save_npz(self.dir / "best.npz", arrays, meta)
+        metrics_path = self.dir / "metrics.json"
+        if metrics_path.exists():
+            try:
+                metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                raise StateDictError(f"{metrics_path}: unreadable ({type(e).__name__}: {e}); delete it "
+                                     f"to have it written again") from None
+            got = ((metrics.get("best_step"), metrics.get("steps")) if isinstance(metrics, dict)
+                   else (None, None))
+            if got != (state.best_step, state.step):
+                raise StateDictError(f"{metrics_path}: reports best step {got[0]} after {got[1]} steps, "
+                                     f"but {path} is at best step {state.best_step} after {state.step} "
+                                     f"steps; the files come from different runs or attempts")
+
+    @staticmethod
+    def _settle_best(directory: Path, state: LoopState) -> None:
+        """Finish or undo a best-weights update that an interruption cut short: the new
+        best weights are written to ``PENDING_BEST`` before ``last.npz`` and renamed to
+        ``best.npz`` after it. The pending file becomes ``best.npz`` when ``last.npz``
+        records its step and AUC, and is removed otherwise."""
+        pending = directory / PENDING_BEST
+        if not pending.exists():
+            return
         try:
-            self.permutation = arrays["loop.permutation"].astype(np.int64)
-            self.state = LoopState(**meta["loop"])
-            for name, state in meta["rng"].items():
-                self.rng[name].bit_generator.state = state
-        except (KeyError, TypeError, ValueError) as e:
-            raise StateDictError(f"{path}: the resume state (loop counters, batch order, generator "
-                                 f"states) is damaged: {type(e).__name__}: {e}") from None
+            _, meta = load_npz(pending, meta_only=True)
+        except NpzError:
+            meta = {}
+        if meta.get("step") == state.best_step and meta.get("val_auc") == state.best_auc:
+            os.replace(pending, directory / "best.npz")
+        else:
+            pending.unlink()
+
+    def _best_weights(self, state: LoopState, directory: Path | None = None) -> tuple[dict, dict]:
+        """``(arrays, meta)`` of ``best.npz`` (in ``directory``, default the run's), checked to be the weights the loop state
+        selected: step ``state.best_step`` with validation AUC ``state.best_auc``, of this
+        model (config, vocabulary, dtype). A missing or foreign file is refused by name."""
+        best = (directory or self.dir) / "best.npz"
+        if not best.exists():
+            raise StateDictError(f"{best}: missing, but the run's state records its best weights at "
+                                 f"step {state.best_step} (validation AUC {state.best_auc:.6f}), which "
+                                 f"only best.npz holds; it cannot be scored without them")
+        limits = {k: v.nbytes for k, v in self.model.state_dict().items()}
+        arrays, meta = load_npz(best, limits=limits)
+        saved = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+        describe = getattr(self.model, "checkpoint_meta", None)      # a model without one: shapes only
+        mine = json.loads(json.dumps(describe())) if describe is not None else saved
+        diff = ("model.vocab_sizes (another vocabulary)" if saved.get("vocab_sizes") != mine.get("vocab_sizes")
+                else first_difference(saved, mine, "model"))
+        if diff:
+            raise StateDictError(f"{best}: weights of another model than this run's (first difference at "
+                                 f"{diff})")
+        if meta.get("step") != state.best_step or meta.get("val_auc") != state.best_auc:
+            raise StateDictError(f"{best}: holds the weights of step {meta.get('step')!r} (validation AUC "
+                                 f"{meta.get('val_auc')!r}), but the run's state records its best at step "
+                                 f"{state.best_step} (AUC {state.best_auc!r}); the file comes from another "
+                                 f"run or attempt")
+        return arrays, meta
 
     def _data_identity(self) -> dict:
         """What makes the encoded data this data: the cache key (the source files' sha256
