@@ -81,11 +81,13 @@ z_0 = -(a_0 w_0 + l1 sign(w_0)), an offset that never decays and cancels the l1/
 pull at w_0 forever, so the (group) lasso could never prune an uninformative row.
 
 With the authors' hyper-parameters (beta/alpha = 0.005 against a threshold
-lam = 1e-3 * sqrt(16) = 0.004) the group lasso is as strong as the initial proximal
-term, so under either rule a row whose first gradient is tiny (|g| ~ 1e-5 per
-coordinate, init of norm ~0.9) is pruned to zero in its first batch; the rules differ
-for moderate gradients (|g| ~ 1e-4: about half of the init's norm is kept under
-``"from_weights"``, a sixth under ``"zero"``).
+lam = 1e-3 * sqrt(16) = 0.004) the group lasso is about as strong as the initial
+proximal term. Under ``"zero"`` a row whose first gradient is tiny (|g| ~ 1e-5 per
+coordinate, init of norm 0.9) is pruned to zero in its first batch; under
+``"from_weights"`` its z starts at (beta/alpha) ||w_0|| = 0.0045, just above the
+threshold, so it keeps about 16% of its norm. For |g| ~ 1e-4 the rules keep about
+half and a twentieth of it, for |g| ~ 1e-3 about 94% and 83% (one G-FTRL step from
+the default options; the doctest below shows the mechanics on a small table).
 
 >>> import numpy as np
 >>> from adaref.nn import Parameter
