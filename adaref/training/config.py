@@ -43,6 +43,8 @@ class TrainConfig(Config):
     bilevel: Literal["on", "off"] = "on"  # Algorithm 2 (on) or one joint step on training batches (off)
     inner_steps: int = 1                  # t of Algorithm 2: W steps per alpha step
     xi: float = 0.0                       # Algorithm 2's xi: 0 first order, > 0 DARTS second order
+    darts_eps: float = 0.01               # xi > 0: the Hessian-vector product's finite-difference step is
+    # ^ darts_eps / ||v|| (DARTS' 0.01); the ReLUs' kinks make it an approximation (docs/training.md)
     alpha_val: Literal["split", "shared"] = "split"
     # ^ validation rows for alpha steps: "split" reserves a fixed half of the validation split
     #   for alpha and evaluates/early-stops on the other half (alpha can fit the rows it is
@@ -60,6 +62,8 @@ class TrainConfig(Config):
                 raise ConfigError(f"TrainConfig: {key} must be >= 1, got {getattr(self, key)}")
         if self.epochs <= 0:
             raise ConfigError(f"TrainConfig: epochs must be > 0, got {self.epochs}")
+        if not self.darts_eps > 0:
+            raise ConfigError(f"TrainConfig: darts_eps must be > 0, got {self.darts_eps}")
         for key in ("max_steps", "patience", "xi", "lambda1", "lambda2", "z_loss"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"TrainConfig: {key} must be >= 0, got {getattr(self, key)}")

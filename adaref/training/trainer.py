@@ -237,7 +237,7 @@ class Trainer:
             grads = darts_gate_gradient(
                 self.model,
                 lambda: self._loss(train_rows, np.random.default_rng(seed))[0],
-                lambda: self._loss(val_rows, np.random.default_rng(seed + 1))[0], t.xi)
+                lambda: self._loss(val_rows, np.random.default_rng(seed + 1))[0], t.xi, t.darts_eps)
             for p, g in zip(gates, grads):
                 p.grad = None if g is None else g.astype(p.dtype)
         self.optimizers["gates"].step()
