@@ -14,6 +14,7 @@
 from adaref.model.adaensemble import AdaEnsemble, ModelOutput
 from adaref.model.config import (ControllerConfig, GateConfig, KScheduleConfig, ModelConfig,
                                  MoEConfig, model_config)
+from adaref.model.trace import NAMES, Trace
 
 __all__ = ["AdaEnsemble", "ModelOutput", "ControllerConfig", "GateConfig", "KScheduleConfig",
-           "ModelConfig", "MoEConfig", "model_config"]
+           "ModelConfig", "MoEConfig", "model_config", "Trace", "NAMES"]
