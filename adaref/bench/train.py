@@ -11,7 +11,9 @@ on, the W step), for each setting:
 * ``on``: Algorithm 2, first order (xi = 0): an alpha step on a validation batch, then a
   W step;
 * ``on xi``: Algorithm 2, second order (xi = 0.01, the Hessian-vector product by
-  finite differences; three more forward/backward passes), with ``--xi``.
+  finite differences; three more forward/backward passes), with ``--xi``;
+* ``on aN``: Algorithm 2, first order, alpha steps on N validation examples
+  (``train.alpha_batch_size``), with ``--alpha-batch N``.
 
 Beside them, the bare step of ``python -m adaref.bench model`` (forward, backward, one
 Adam step on every parameter) on the same batch at the same k, timed in the same run.
@@ -65,10 +67,12 @@ class _TimedGenerator(np.random.Generator):
         return super().uniform(*args, **kwargs)
 
 
-def _trainer(ds, directory: str, bilevel: str, xi: float, batch: int, seed: int) -> Trainer:
+def _trainer(ds, directory: str, bilevel: str, xi: float, batch: int, seed: int,
+             alpha_batch: int = 0) -> Trainer:
     base = run_config("paper")
     run = base.replace(data=DataChoice(preset="paper", sample=False, path="planted"), seed=seed,
                        train=base.train.replace(bilevel=bilevel, xi=xi, batch_size=batch,
+                                                alpha_batch_size=alpha_batch,
                                                 eval_every=10 ** 9, max_steps=10 ** 9))
     return Trainer(run, ds, directory, quiet=True)
 
@@ -128,6 +132,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=6, help="timed steps per setting (after 2 untimed ones)")
     p.add_argument("--profile-steps", type=int, default=3, help="steps of the profiled pass per setting")
     p.add_argument("--xi", action="store_true", help="also time Algorithm 2's second order (xi = 0.01)")
+    p.add_argument("--alpha-batch", type=int, default=0,
+                   help="also time Algorithm 2 with alpha steps on this many validation examples "
+                        "(train.alpha_batch_size; 0: not)")
     p.add_argument("--seed", type=int, default=0, help="data, split and initialisation seed")
     args = p.parse_args(argv)
     if args.rows < 10 * args.batch:
@@ -137,16 +144,18 @@ def main(argv: list[str]) -> int:
         text = os.path.join(tmp, "planted.txt")
         write_criteo_text(SynthOptions(rows=args.rows, seed=args.seed), text)
         ds = load("criteo", input=text, out=os.path.join(tmp, "prepared"), seed=args.seed)
-        settings = [("off", 0.0), ("on", 0.0)] + ([("on", 0.01)] if args.xi else [])
+        settings = ([("off", 0.0, 0), ("on", 0.0, 0)] + ([("on", 0.01, 0)] if args.xi else [])
+                    + ([("on", 0.0, args.alpha_batch)] if args.alpha_batch else []))
         print(f"planted Criteo-format data, {args.rows:,} rows (train {len(ds.splits['train']):,}); "
               f"paper preset, B = {args.batch}, D = 16, L = 4, float32, G-FTRL + Adam; kernels: "
               f"{kernels.backend()}, {runtime.describe()}")
         results = {}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="gate combine='gates' with k = 1")
-            for bilevel, xi in settings:
-                name = f"{bilevel}{' xi' if xi else ''}"
-                trainer = _trainer(ds, os.path.join(tmp, f"run-{name}"), bilevel, xi, args.batch, args.seed)
+            for bilevel, xi, alpha_batch in settings:
+                name = f"{bilevel}{' xi' if xi else ''}{f' a{alpha_batch}' if alpha_batch else ''}"
+                trainer = _trainer(ds, os.path.join(tmp, f"run-{name}"), bilevel, xi, args.batch, args.seed,
+                                   alpha_batch)
                 # the bare step of `bench model` on a batch of the same data, at the trainer's k, same
                 # model config; timed in alternation with the trainer's steps (same conditions)
                 rows = trainer.rows["train"][:args.batch]
@@ -179,22 +188,22 @@ def main(argv: list[str]) -> int:
                 eval_rate = len(val) / (time.perf_counter() - t0)
                 results[name] = (times, args.batch / float(np.median(times["bare"])), shares, eval_rate, k)
 
-    head = (f"{'bilevel':<7} {'k':>2} | {'trainer ex/s':>12} {'bare ex/s':>10} {'ratio':>6} | "
+    head = (f"{'bilevel':<9} {'k':>2} | {'trainer ex/s':>12} {'bare ex/s':>10} {'ratio':>6} | "
             f"{'W step s':>8} {'alpha s':>8} {'outer/bare W':>12} | {'eval ex/s':>9}")
     print(head + "\n" + "-" * len(head))
     for name, (times, bare_rate, _, eval_rate, k) in results.items():
         med = {key: float(np.median(v)) for key, v in times.items()}
         rate = args.batch / med["total"]
         bare_s = args.batch / bare_rate
-        print(f"{name:<7} {k:>2} | {rate:>12,.0f} {bare_rate:>10,.0f} {rate / bare_rate:>6.2f} | "
+        print(f"{name:<9} {k:>2} | {rate:>12,.0f} {bare_rate:>10,.0f} {rate / bare_rate:>6.2f} | "
               f"{med['w']:>8.3f} {med['alpha']:>8.3f} {(med['alpha'] + med['w']) / bare_s:>12.2f} | "
               f"{eval_rate:>9,.0f}")
     print("\nshare of a step's time per phase (profiled pass; indented phases are part of the W step")
     print("and, for backward, regularisers and jitter, also of the alpha step):")
     names = list(results)
-    print(f"{'phase':<16}" + "".join(f"{n:>10}" for n in names))
+    print(f"{'phase':<16}" + "".join(f"{n:>11}" for n in names))
     for phase in PHASES:
-        print(f"{phase:<16}" + "".join(f"{100 * results[n][2][phase]:>9.1f}%" for n in names))
+        print(f"{phase:<16}" + "".join(f"{100 * results[n][2][phase]:>10.1f}%" for n in names))
     print("\ntrainer ex/s: B / median time of a whole step (batching, alpha step, W step with G-FTRL and")
     print("Adam); bare ex/s: `bench model`'s step (forward, loss, backward, Adam on all parameters) at")
     print("the same k on the same batch; outer/bare W: (alpha step + W step) / bare step (target <= 1.5);")

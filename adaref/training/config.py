@@ -42,6 +42,9 @@ class TrainConfig(Config):
     z_loss: float = 0.0                   # weight of the router z-loss (upstream preset: 1.0)
     bilevel: Literal["on", "off"] = "on"  # Algorithm 2 (on) or one joint step on training batches (off)
     inner_steps: int = 1                  # t of Algorithm 2: W steps per alpha step
+    alpha_batch_size: int = 0             # validation examples per alpha step; 0: batch_size (Algorithm 2
+    # ^ and DARTS use one size). The alpha step costs a forward and a pruned backward pass, about
+    #   0.7 of a W step at the same size (python -m adaref.bench train); half the size halves that
     xi: float = 0.0                       # Algorithm 2's xi: 0 first order, > 0 DARTS second order
     darts_eps: float = 0.01               # xi > 0: the Hessian-vector product's finite-difference step is
     # ^ darts_eps / ||v|| (DARTS' 0.01); the ReLUs' kinks make it an approximation (docs/training.md)
@@ -64,7 +67,7 @@ class TrainConfig(Config):
             raise ConfigError(f"TrainConfig: epochs must be > 0, got {self.epochs}")
         if not self.darts_eps > 0:
             raise ConfigError(f"TrainConfig: darts_eps must be > 0, got {self.darts_eps}")
-        for key in ("max_steps", "patience", "xi", "lambda1", "lambda2", "z_loss"):
+        for key in ("max_steps", "patience", "xi", "lambda1", "lambda2", "z_loss", "alpha_batch_size"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"TrainConfig: {key} must be >= 0, got {getattr(self, key)}")
         if self.xi > MAX_XI:

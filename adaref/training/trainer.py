@@ -179,8 +179,8 @@ class Trainer:
         return rows
 
     def _val_batch(self) -> np.ndarray:
-        val = self.alpha_rows
-        size = min(self.run.train.batch_size, len(val))
+        val, t = self.alpha_rows, self.run.train
+        size = min(t.alpha_batch_size or t.batch_size, len(val))
         return self.rng["val"].choice(val, size=size, replace=False)
 
     def _loss(self, rows: np.ndarray, rng: np.random.Generator):
