@@ -332,8 +332,10 @@ class Trainer:
         return row
 
     # ---------------------------------------------------------------------------- results
-    def finish(self) -> dict[str, Any]:
-        """Load the best weights, evaluate the test split, write metrics.json and plots."""
+    def finish(self, plots: bool = True) -> dict[str, Any]:
+        """Load the best weights, evaluate the test split, write metrics.json and (unless
+        ``plots`` is False: about a second a run, which ``python -m adaref.experiments``
+        saves on its many runs) the PNG plots."""
         if self.has_val and self.state.best_step >= 0:
             arrays, _ = self._best_weights(self.state)
             try:
@@ -358,6 +360,8 @@ class Trainer:
                    "examples": {k: int(len(v)) for k, v in self.rows.items()},
                    "data_lines": self.ds.manifest.get("rows")}   # read, encoded, skipped by reason
         write_json(self.dir / "metrics.json", metrics)
+        if not plots:
+            return metrics
         from adaref.training.plots import write_plots
 
         ada = is_adaensemble(self.model)
