@@ -56,3 +56,53 @@ def describe() -> str:
     """
     state = {None: "not requested", True: "on", False: "off"}[_applied]
     return f"keep freed memory (adaref.runtime, {ENV}): {state}"
+
+
+_BLAS_SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_", "scipy_openblas_set_num_threads64_",
+                 "scipy_openblas_set_num_threads")
+_BLAS_GETTERS = ("openblas_get_num_threads", "openblas_get_num_threads64_", "scipy_openblas_get_num_threads64_",
+                 "scipy_openblas_get_num_threads")
+
+
+def _openblas_libraries() -> list[str]:
+    """Paths of the OpenBLAS libraries loaded in this process (Linux: /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            paths = {line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line}
+    except OSError:
+        return []
+    return sorted(p for p in paths if p.startswith("/"))
+
+
+def _blas_call(names: tuple[str, ...], *args) -> list[int | None]:
+    out = []
+    for path in _openblas_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in names:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.argtypes = [ctypes.c_int] * len(args)
+                fn.restype = None if args else ctypes.c_int
+                out.append(fn(*args))
+                break
+    return out
+
+
+def blas_threads(n: int | None = None) -> int | None:
+    """Set the threads of the loaded OpenBLAS to ``n`` (if given); return its thread
+    count, or None when no OpenBLAS is found. A user's ``OPENBLAS_NUM_THREADS`` wins:
+    with it set, nothing is changed.
+
+    ``python -m adaref.experiments`` uses one thread: its runs are many small matmuls
+    (a (rows, 32) product of one AutoInt projection), where a second BLAS thread gains
+    little on 2 cores and, when another process holds a core, makes every call wait for
+    it: AutoInt (2 layers of 2 heads of 16, batch 256, F = 39) took 1.7-3 s a training
+    step with 2 threads on a shared 2-core machine against 57 ms with one.
+    """
+    if n is not None and not os.environ.get("OPENBLAS_NUM_THREADS"):
+        _blas_call(_BLAS_SETTERS, int(n))
+    counts = [c for c in _blas_call(_BLAS_GETTERS) if c is not None]
+    return counts[0] if counts else None
