@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,30 @@ COMMAND_HELP = {
 }
 
 
+DETAILS = {
+    "table1": "Rows: LR, FM, DNN, Wide&Deep, DeepFM, DeepCrossing, DCN, PNN, xDeepFM, AutoInt, FiBiNET,\n"
+              "xDeepInt, DCN V2 (docs/baselines.md) and AdaEnsemble, each with its grid's chosen setting.\n"
+              "On samples and planted data AutoInt and xDeepFM take smaller sizes (--full-size: not).\n"
+              "Writes OUT/table1.md, .json, .csv.",
+    "table2": "SparseMoE(k): AdaEnsemble with k fixed (a constant k schedule) and no depth controller\n"
+              "(--controller on keeps it); DenseMoE: k = N = 5, every expert, gate-weighted; X Expert Only:\n"
+              "AdaEnsemble with that expert alone (k = 1, no controller, same depth); Ensemble: the mean of\n"
+              "the five single-expert models' test probabilities, each trained alone (per seed), its FLOPs\n"
+              "the sum of theirs. Writes OUT/table2.md, .json, .csv, table2.png (AUC against FLOPs).",
+    "table3": "w/ controller: Table 1's AdaEnsemble; w/o controller: the same with\n"
+              "model.controller.enabled = false (full depth, the last layer's estimator).\n"
+              "Writes OUT/table3.md, .json, .csv.",
+    "table4": "The share of test examples exiting at each depth (the hard exit of Algorithm 1) of Table\n"
+              "1's AdaEnsemble, per seed and mean ± std. Writes OUT/table4.md, .json, .csv, table4.png.",
+    "figure4": "Table 1's AdaEnsemble routes the test split; each example's expert set at each layer it\n"
+               "reached is its path. Columns: layers; blocks: expert sets (and 'exited'); flows coloured\n"
+               "by the frequency of the whole route. Writes OUT/figure4.md (expert shares, top routes),\n"
+               ".json, .csv, figure4_s<seed>.png.",
+    "figure5": "AdaEnsemble with the controller and k fixed: (a) k = 3, L = 1..4; (b) L = 4, k = 1..4.\n"
+               "Writes OUT/figure5.md, .json, .csv, figure5.png.",
+}
+
+
 def _set(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"give NAME=VALUE, e.g. model.num_layers=4, got {text!r}")
@@ -47,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = common.add_argument_group("data (one of)")
     which = data.add_mutually_exclusive_group()
     which.add_argument("--sample", choices=["criteo", "avazu", "ipinyou"],
-                       help="a bundled real sample (data_samples/, ~10k rows) with the sample defaults "
+                       help="a bundled real sample (data_samples/, ~10k rows; the default: criteo) with the sample defaults "
                             "(D = 8, L = 2, batch 256; docs/training.md)")
     which.add_argument("--data", metavar="FILE", help="a raw data file (needs --dataset): the paper preset's "
                                                       "full-data defaults (D = 16, L = 4, k = 3, batch 4096)")
@@ -85,7 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "  python -m adaref.experiments table1 --data train.txt --dataset criteo")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, text in COMMAND_HELP.items():
-        c = sub.add_parser(name, parents=[common], help=text, description=text, allow_abbrev=False)
+        c = sub.add_parser(name, parents=[common], help=text, allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description=f"{text}.\n\n{DETAILS[name]}\n\n"
+                                       "Runs already done under OUT/runs (metrics.json and the same config.json) are\n"
+                                       "reused, an interrupted one resumed. Hyper-parameters: a grid searched on the\n"
+                                       "validation split at the first seed (Adam lr 1e-3, 3e-4; FTRL alpha 0.01, 0.05,\n"
+                                       "0.1), recorded in the JSON. The paper's numbers are printed beside adaref's\n"
+                                       "(the scales differ). docs/experiments.md")
         if name == "table1":
             c.add_argument("--models", metavar="NAMES",
                            help="comma-separated subset of: lr, fm, dnn, wide_deep, deepfm, deep_crossing, dcn, "
@@ -105,7 +137,7 @@ def _parse_sets(pairs: list[tuple[str, str]]) -> dict:
     out = {}
     for name, text in pairs:
         if name not in hints:
-            close = [h for h in hints if h.endswith("." + name.split(".")[-1])]
+            close = difflib.get_close_matches(name, list(hints), n=3)
             raise ConfigError(f"--set {name}: no such run option" + (f" (did you mean {', '.join(close)}?)"
                                                                       if close else ""))
         out[name] = parse_value(text, hints[name], f"set {name}")

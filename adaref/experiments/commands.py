@@ -241,6 +241,10 @@ def table2(ctx: Context, controller: bool = False) -> dict:
               f"single-expert models' test probabilities (each trained alone), FLOPs the sum of theirs. "
               f"The paper's SparseMoE(k=3) row equals its AdaEnsemble (Table 1) and its w/ controller "
               f"(Table 3, 6.02M), so its SparseMoE rows seem to keep the controller: --controller on."]
+    if ctx.base.model.gate.combine == "gates":
+        lines += ["", "At k = 1 the gate's combine weight (eq. 10, renormalised over the top k) is exactly 1, "
+                      "so the gate learns from the load regularisers only; --set model.gate.combine=switch "
+                      "gives it the task's gradient."]
     png = save(table2_figure(rows), ctx.out / "table2.png")
     payload = ctx.payload("table2", start, rows=rows, controller=controller)
     return _finish(ctx, "table2", lines, payload, records, [png])
