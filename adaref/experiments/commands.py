@@ -292,7 +292,7 @@ def table4(ctx: Context) -> dict:
     width = max(layers, len(paper.TABLE4))
     head = [""] + [f"Layer {l + 1}" for l in range(width)]
     pct = lambda v, s=None: "—" if v is None else (f"{100 * v:.2f}%" if s is None else  # noqa: E731
-                                                   f"{100 * v:.2f}% ± {100 * s:.2f}")
+                                                   f"{100 * v:.2f}% ± {100 * s:.2f}%")
     table = [head, ["adaref (mean ± std)"] + [pct(m, s) for m, s in stats] + ["—"] * (width - layers)]
     for r, f in zip(records, fractions):
         table.append([f"seed {r.seed}"] + [pct(v) for v in f] + ["—"] * (width - len(f)))
@@ -301,7 +301,7 @@ def table4(ctx: Context) -> dict:
     lines += [markdown(table), "",
               "Fraction of the test examples whose prediction comes from each layer's estimator (the hard "
               "exit of Algorithm 1)."]
-    png = save(table4_figure([m for m, _ in stats], [s for _, s in stats], paper.TABLE4), ctx.out / "table4.png")
+    png = save(table4_figure(fractions, paper.TABLE4), ctx.out / "table4.png")
     rows = [{"layer": l + 1, "fraction": m, "fraction_std": s} for l, (m, s) in enumerate(stats)]
     payload = ctx.payload("table4", start, rows=rows, per_seed={r.seed: f for r, f in zip(records, fractions)},
                           paper=list(paper.TABLE4))

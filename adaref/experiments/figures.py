@@ -176,15 +176,22 @@ def table2_figure(rows: list[dict]):
     return fig
 
 
-def table4_figure(ours: list[float], ours_std: list[float | None], paper: Sequence[float]):
-    """Table 4: the share of test examples exiting at each depth, beside the paper's."""
+def table4_figure(per_seed: Sequence[Sequence[float]], paper: Sequence[float]):
+    """Table 4: the share of test examples exiting at each depth, mean over the seeds
+    (bars) with each seed's value (dots), beside the paper's."""
     fig, ax = _figure(figsize=(6.5, 3.6))
     width = 0.38
-    x = np.arange(max(len(ours), len(paper)))
-    ax.bar(x[:len(ours)] - width / 2, 100 * np.asarray(ours), width,
-           yerr=[100 * (s or 0.0) for s in ours_std], capsize=3, label="adaref (mean over seeds)")
+    layers = max((len(f) for f in per_seed), default=0)
+    x = np.arange(max(layers, len(paper)))
+    seeds = np.array([list(f) + [np.nan] * (layers - len(f)) for f in per_seed], dtype=float).reshape(-1, layers)
+    if layers:
+        ax.bar(x[:layers] - width / 2, 100 * np.nanmean(seeds, axis=0), width, label="adaref (mean over seeds)")
+        for row in seeds:
+            ax.plot(x[:layers] - width / 2, 100 * row, "o", color="k", ms=3)
     ax.bar(x[:len(paper)] + width / 2, 100 * np.asarray(paper), width, label="paper (Criteo, L = 4)", color="0.6")
+    ax.plot([], [], "o", color="k", ms=3, label="one seed")
     ax.set_xticks(x, [f"layer {l + 1}" for l in x])
+    ax.set_ylim(0, 105)
     ax.set_ylabel("% of test examples")
     ax.set_title("Table 4: exit depth", fontsize=10)
     ax.legend(fontsize=8)
