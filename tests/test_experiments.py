@@ -180,3 +180,20 @@ def test_bad_options_are_refused_by_name(tmp_path):
     with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
         main(["--help"])
     assert all(c in help_text.getvalue() for c in ("table1", "table2", "table3", "table4", "figure4", "figure5"))
+
+
+def test_planted_data_and_a_raw_file_are_sources_too(tmp_path):
+    code, stdout, err = _main("table1", "--planted", "20000", "--seeds", "0", "--quick", "--models", "lr",
+                              "--out", str(tmp_path / "p"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "p" / "table1.json").read_text())
+    assert result["data"]["kind"] == "planted" and 0.5 < result["bayes_optimal"]["auc"] < 1
+    assert "Bayes-optimal on this test split" in (tmp_path / "p" / "table1.md").read_text()
+    from adaref.data.samples import sample_path
+
+    code, _, err = _main("table1", "--data", str(sample_path("criteo")), "--dataset", "criteo", "--seeds", "0",
+                         "--quick", "--models", "lr", "--out", str(tmp_path / "f"))
+    assert code == 0, err
+    run = json.loads((tmp_path / "f" / "table1.json").read_text())["runs"][0]
+    config = json.loads((tmp_path / "f" / run["dir"] / "config.json").read_text())
+    assert config["data"]["sample"] is False and config["train"]["batch_size"] == 4096   # the paper preset

@@ -427,7 +427,7 @@ def figure5(ctx: Context, depths: tuple[int, ...] = (1, 2, 3, 4), ks: tuple[int,
             panels[panel].append(_row(v.label, recs, name=v.name, x=x, layers=layers, k=k))
     png = save(figure5_plot(panels["depth"], panels["k"], depth_k=depth_k, k_depth=k_depth), ctx.out / "figure5.png")
     lines = ctx.header(f"Figure 5: AdaEnsemble against depth and k on {ctx.spec.title}")
-    lines += [paper.FIGURE5_NOTE, "", f"![figure 5](figure5.png)", ""]
+    lines += [paper.FIGURE5_NOTE, "", "![figure 5](figure5.png)", ""]
     for panel, title in (("depth", f"(a) depth L at k = {depth_k}"), ("k", f"(b) k at L = {k_depth}")):
         table = [[title, "AUC", "log-loss", "FLOPs/example", "exit depth (mean share per layer)"]]
         for r in panels[panel]:

@@ -23,8 +23,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from adaref.training.config import DataChoice, RunConfig, run_config, sample_defaults
 
 __all__ = ["DataSpec", "PLANTED_OPTIONS", "base_run", "load_data", "planted_bayes"]
@@ -133,7 +131,3 @@ def planted_bayes(spec: DataSpec, out: Path) -> dict | None:
     test = manifest.get("bayes_optimal", {}).get("test")
     return {k: float(v) for k, v in test.items()} if test else None
 
-
-def test_split_labels(ds) -> np.ndarray:
-    """The test split's labels as float64, in row order."""
-    return np.asarray(ds.labels[np.asarray(ds.splits["test"])], dtype=np.float64)
