@@ -197,3 +197,28 @@ def test_planted_data_and_a_raw_file_are_sources_too(tmp_path):
     run = json.loads((tmp_path / "f" / "table1.json").read_text())["runs"][0]
     config = json.loads((tmp_path / "f" / run["dir"] / "config.json").read_text())
     assert config["data"]["sample"] is False and config["train"]["batch_size"] == 4096   # the paper preset
+
+
+def test_a_run_held_by_another_process_is_refused_and_an_unstarted_one_started_again(tmp_path):
+    from adaref.experiments.data import DataSpec, base_run
+    from adaref.experiments.models import baseline
+    from adaref.experiments.runner import Runner
+    from adaref.training.rundir import RunDirectoryBusy, claim
+
+    spec = DataSpec("sample", "criteo")
+    run = baseline(base_run(spec, tmp_path), "lr").run
+    run = run.replace(train=run.train.replace(max_steps=4, eval_every=4))
+    runner = Runner(tmp_path, spec, log=None)
+    folder = runner.run_dir(run, "lr")
+    held = claim(folder)
+    try:
+        with pytest.raises(RunDirectoryBusy):
+            runner.run(run, "lr", "LR")
+    finally:
+        held.release()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(run.to_dict()))      # stopped before any checkpoint
+    (folder / "history.csv").write_text("stale\n")
+    record = runner.run(run, "lr", "LR")
+    assert record.status == "trained" and record.metrics["steps"] == 4
+    assert "stale" not in (folder / "history.csv").read_text()

@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     from adaref.data.samples import SampleNotFoundError
     from adaref.experiments.commands import COMMANDS, make_context
     from adaref.experiments.runner import RunMismatch
+    from adaref.training.rundir import RunDirectoryBusy
     from adaref.training.trainer import TrainingDataError, TrainingDiverged
     from adaref.experiments.data import DataSpec
     from adaref.experiments.models import BASELINES
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OptionsError) as e:
         print(f"adaref.experiments: configuration error: {e}", file=sys.stderr)
         return 2
-    except (DataFormatError, SampleNotFoundError, TrainingDataError, RunMismatch) as e:
+    except (DataFormatError, SampleNotFoundError, TrainingDataError, RunMismatch, RunDirectoryBusy) as e:
         print(f"adaref.experiments: {e}", file=sys.stderr)
         return 1
     except TrainingDiverged as e:

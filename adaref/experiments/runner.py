@@ -15,6 +15,12 @@ common (Table 3's "w/ controller" is Table 1's AdaEnsemble).
 * else **trains** it with :class:`~adaref.training.trainer.Trainer` (the same trainer,
   early stopping and artefacts as ``python -m adaref.train``).
 
+Like ``python -m adaref.train`` it first claims the directory
+(:func:`adaref.training.rundir.claim`): two commands running at once on one ``--out``
+never train the same run twice (the second stops with ``RunDirectoryBusy``), a dead
+process's lock is taken over, and a run stopped before its first checkpoint is
+started again.
+
 A run directory holds what ``python -m adaref.train`` writes, without the PNG plots
 (about a second a run; ``--plots`` keeps them). After training the runner also writes
 ``test_predictions.npy``: the selected weights' test
@@ -25,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,49 +126,66 @@ class Runner:
 
     def run(self, run: RunConfig, name: str, label: str, setting: dict | None = None) -> RunRecord:
         """The finished run of ``run`` (see the module docstring)."""
-        from adaref.nn import StateDictError
-        from adaref.training.trainer import Trainer
-
         folder = self.run_dir(run, name)
         if folder in self._memo:
             return self._memo[folder]
         record = RunRecord(name, label, run.seed, dict(setting or {}), self._relative(folder), "reused", 0.0)
-        wanted = _canonical(run)
+        if self._done(folder, run, record):
+            return record
+        from adaref.training.rundir import claim, reset_unstarted
+
+        claimed = claim(folder)             # one process per run directory (RunDirectoryBusy)
+        try:
+            if self._done(folder, run, record):     # finished by another process meanwhile
+                return record
+            start = time.perf_counter()
+            self._train(run, folder, record, claimed, reset_unstarted)
+            record.seconds = time.perf_counter() - start
+        finally:
+            claimed.release()
+        self.trained += 1
+        t = record.metrics["test"]
+        val = "—" if record.val_auc is None else f"{record.val_auc:.4f}"
+        self.log(f"  {label:<28} seed {run.seed}: {record.status} in {record.seconds:.1f}s, "
+                 f"{record.metrics['steps']} steps, val AUC {val}, test AUC {t['auc']:.4f}")
+        self._memo[folder] = record
+        return record
+
+    def _done(self, folder: Path, run: RunConfig, record: RunRecord) -> bool:
+        """Reuse a finished run: its ``metrics.json`` and an equal ``config.json``."""
         config = _read_json(folder / "config.json")
-        if config is not None and config != wanted:
+        if config is not None and config != _canonical(run):
             raise RunMismatch(f"{folder}: config.json differs from the run this directory stands for; "
                               f"move it away to run again")
         metrics = _read_json(folder / "metrics.json")
-        if config is not None and isinstance(metrics, dict) and isinstance(metrics.get("test"), dict):
-            record.metrics = metrics
-            self.reused += 1
-            self.log(f"  {label:<28} seed {run.seed}: done before ({record.dir})")
-            self._memo[folder] = record
-            return record
-        start = time.perf_counter()
+        if config is None or not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict):
+            return False
+        record.metrics = metrics
+        self.reused += 1
+        self.log(f"  {record.label:<28} seed {run.seed}: done before ({record.dir})")
+        self._memo[folder] = record
+        return True
+
+    def _train(self, run: RunConfig, folder: Path, record: RunRecord, claimed, reset_unstarted) -> None:
+        from adaref.nn import StateDictError
+        from adaref.training.trainer import Trainer
+
         ds = self.dataset(run.seed)
         trainer = Trainer(run, ds, folder, quiet=True)
         record.status = "trained"
-        if config is not None and (folder / "last.npz").is_file():
+        if claimed.unstarted:               # config.json alone: started again from step 0
+            reset_unstarted(claimed)
+        elif (folder / "config.json").is_file() and (folder / "last.npz").is_file():
             try:
                 trainer.restore(folder / "last.npz")
-                record.status = "resumed"
-            except StateDictError:
-                trainer = Trainer(run, ds, folder, quiet=True)
-        elif folder.exists():
-            shutil.rmtree(folder)       # a directory of a run that never saved a checkpoint
+            except StateDictError as e:
+                raise RunMismatch(f"{folder}: cannot resume ({e}); move the directory away to train "
+                                  f"the run again") from None
+            record.status = "resumed"
         trainer.fit()
         record.metrics = trainer.finish(plots=self.plots)
         np.save(folder / PREDICTIONS, _predict(trainer.model, ds, record.metrics["test"]["k"],
                                                run.train.eval_batch_size))
-        record.seconds = time.perf_counter() - start
-        self.trained += 1
-        t = record.metrics["test"]
-        self.log(f"  {label:<28} seed {run.seed}: {record.status} in {record.seconds:.1f}s, "
-                 f"{record.metrics['steps']} steps, val AUC {record.val_auc if record.val_auc is None else round(record.val_auc, 4)}, "
-                 f"test AUC {t['auc']:.4f}")
-        self._memo[folder] = record
-        return record
 
     def predictions(self, record: RunRecord) -> np.ndarray:
         """The test probabilities of a finished run (recomputed from ``best.npz`` when
