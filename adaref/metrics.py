@@ -15,7 +15,6 @@ thresholds (``docs/decisions.md``, "Other facts").
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 __all__ = ["auc", "log_loss"]
 
@@ -62,6 +61,8 @@ def auc(labels, scores) -> float:
     n_neg = float(y.shape[0] - n_pos)
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"AUC needs both classes; got {int(n_pos)} positives and {int(n_neg)} negatives")
+    from scipy.stats import rankdata      # here: scipy.stats is slow to import and not always needed
+
     ranks = rankdata(s, method="average")  # 1-based mid-ranks: ties averaged
     u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
