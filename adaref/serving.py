@@ -164,6 +164,7 @@ def load_run(directory: str | os.PathLike) -> Run:
         step = loop.get("step")
         arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
         vocab_sizes = None
+        steps_per_epoch = meta.get("steps_per_epoch")
     else:
         step = meta.get("step")
         saved = meta.get("model") if isinstance(meta.get("model"), dict) else {}
@@ -173,6 +174,7 @@ def load_run(directory: str | os.PathLike) -> Run:
             raise RunError(f"{path}: weights of another model than config.json's (first difference "
                            f"at {diff})")
         vocab_sizes = saved.get("vocab_sizes")
+        steps_per_epoch = saved.get("steps_per_epoch")
         if best_step is not None and step != best_step:
             raise RunError(f"{path}: holds the weights of step {step}, but {metrics_path} reports "
                            f"best step {best_step}; the files come from different runs or attempts")
@@ -180,14 +182,16 @@ def load_run(directory: str | os.PathLike) -> Run:
         raise RunError(f"{path}: no valid training step in its metadata (got {step!r})")
 
     encoder, data_dir = None, directory / "data"
-    if (data_dir / "vocab.json").exists():
+    manifest = _read_json(data_dir / "manifest.json") if (data_dir / "manifest.json").exists() else {}
+    planted = isinstance(manifest, dict) and manifest.get("dataset") == "synthetic"   # ids only, no raw format
+    if not planted and (data_dir / "vocab.json").exists():
         try:
             encoder = Encoder.from_prepared(data_dir)
         except DataFormatError as e:
             raise RunError(str(e)) from None
         data_sizes = encoder.vocab_sizes
-    elif (data_dir / "manifest.json").exists():               # e.g. synthetic data: ids only
-        data_sizes = _read_json(data_dir / "manifest.json").get("vocab_sizes")
+    elif isinstance(manifest, dict) and manifest:              # e.g. synthetic data: ids only
+        data_sizes = manifest.get("vocab_sizes")
     else:
         data_sizes = None
     if vocab_sizes is not None and data_sizes is not None and list(vocab_sizes) != list(data_sizes):
@@ -197,7 +201,14 @@ def load_run(directory: str | os.PathLike) -> Run:
     if vocab_sizes is None:
         raise RunError(f"{data_dir / 'manifest.json'}: missing, and {path.name} does not give the "
                        f"vocabulary sizes; the embedding tables cannot be sized")
-    model = build_model(config, vocab_sizes, np.random.default_rng(0))
+    schedule = config.model.moe.schedule
+    if steps_per_epoch is None and not config.baseline.name and schedule.kind == "linear" and schedule.epochs > 0:
+        raise RunError(f"{path}: does not record the run's epoch length, which its k schedule (annealed "
+                       f"over at most {schedule.epochs:g} epochs) needs to give k at step {step}")
+    if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int)
+                                        or steps_per_epoch < 1):
+        raise RunError(f"{path}: the recorded epoch length is not a positive integer (got {steps_per_epoch!r})")
+    model = build_model(config, vocab_sizes, np.random.default_rng(0), steps_per_epoch)
     try:
         model.load_state_dict(arrays)
     except StateDictError as e:

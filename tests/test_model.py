@@ -74,7 +74,11 @@ def test_training_forms():
     mixture = (depth.probs.data * ops.sigmoid(ops.stack(logits, axis=1)).data).sum(axis=1)
     np.testing.assert_allclose(soft.prob.data, mixture, rtol=1e-12)
     assert soft.logit is None and hard.logit is not None
-    assert model.train()(ids, k=2, rng=np.random.default_rng(0)).form == "soft"
+    expected = model(ids, k=2, form="expected")          # the soft prediction; its loss is per depth
+    np.testing.assert_array_equal(expected.prob.data, soft.prob.data)
+    np.testing.assert_array_equal(expected.layer_logits.data, ops.stack(logits, axis=1).data)
+    assert hard.layer_logits is None and expected.depth_probs is not None
+    assert model.train()(ids, k=2, rng=np.random.default_rng(0)).form == "expected"   # the paper preset
     assert model.eval()(ids, k=2).form == "hard"
 
 

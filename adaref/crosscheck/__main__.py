@@ -254,7 +254,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--atol", type=number(0), default=None, help="absolute tolerance (default by dtype)")
     c.add_argument("--only", action="append", metavar="GLOB",
                    help="compare only golden names matching this glob, e.g. 'hard.*' (repeatable)")
-    c.add_argument("--form", choices=("soft", "straight_through", "hard", "full"), default=None,
+    c.add_argument("--form", choices=("soft", "expected", "straight_through", "hard", "full"), default=None,
                    help="their names carry no form prefix and are this form's (e.g. a serving graph: hard); "
                         "compares that form's tensors (and gradients, if given)")
     c.add_argument("--allow-missing", action="store_true",

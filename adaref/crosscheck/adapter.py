@@ -17,8 +17,8 @@ The port answers:
 
 * ``port.forward(ids, labels, *, k, form, lambdas) -> {name: array}``: one forward pass
   in evaluation semantics (no jitter) on ids (B, F) int64 and labels (B,) in {0, 1},
-  with k experts per example and the depth ``form`` (``soft``, ``straight_through``,
-  ``hard`` or, without the controller, ``full``), returning the named intermediates of
+  with k experts per example and the depth ``form`` (``soft``, ``expected``,
+  ``straight_through``, ``hard`` or, without the controller, ``full``), returning the named intermediates of
   :data:`adaref.model.trace.NAMES` that adaref records for the same case (every one: a
   name left out, or one adaref does not record, is a failure of the suite; to check a
   partial dump, use ``compare --only``). ``lambdas`` = (lambda_1, lambda_2, z) of eq. 18

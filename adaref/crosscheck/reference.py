@@ -20,7 +20,7 @@ import numpy as np
 from adaref.model import AdaEnsemble, ModelConfig
 from adaref.model.trace import Trace
 from adaref.tensor import Tensor, dense, no_grad
-from adaref.training.objective import log_loss
+from adaref.training.objective import task_loss
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Lambdas:
 
 
 def _objective(out, labels, lambdas: Lambdas, trace: Trace) -> Tensor:
-    task = log_loss(out, labels)
+    task = task_loss(out, labels)
     trace("loss.log_loss", task)
     total = task + out.expert_loss * lambdas.lambda1
     if out.depth_loss is not None:

@@ -87,8 +87,8 @@ def cases(presets=("paper", "upstream"), dtypes=("float64", "float32")):
     @st.composite
     def draw_case(draw):
         controller = draw(st.booleans().map(lambda b: not b))            # shrinks to True
-        train_form = draw(st.sampled_from(("soft", "straight_through", "hard")))
-        form = draw(st.sampled_from(("soft", "hard", "straight_through"))) if controller else "full"
+        train_form = draw(st.sampled_from(("soft", "straight_through", "hard", "expected")))
+        form = draw(st.sampled_from(("soft", "hard", "straight_through", "expected"))) if controller else "full"
         return Case(
             preset=draw(st.sampled_from(tuple(presets))),
             dtype=draw(st.sampled_from(tuple(dtypes))),

@@ -58,7 +58,7 @@ __all__ = ["build", "TorchPort", "layout_mapping", "torch_params", "adaref_grads
 
 TORCH_DTYPES = ({np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
                 if torch is not None else {})
-FORMS_WITH_CONTROLLER = ("soft", "straight_through", "hard")
+FORMS_WITH_CONTROLLER = ("soft", "expected", "straight_through", "hard")
 PROB_CLIP = 1e-7                     # eq. 18 from a probability: clipped to [1e-7, 1 - 1e-7]
 
 
@@ -373,15 +373,17 @@ def check_form(mcfg, form) -> str:
 
 
 def model_forward(p, mcfg, expert_cfgs, vocab_sizes, ids, k, form, trace=None):
-    """AdaEnsemble forward in 'soft', 'straight_through', 'hard' (Algorithm 1 read off
-    the full-depth network at each example's exit layer) or 'full' (no controller).
+    """AdaEnsemble forward in 'soft', 'expected' (the soft mixture's prediction; its loss
+    is per depth, see :func:`objective`), 'straight_through', 'hard' (Algorithm 1 read
+    off the full-depth network at each example's exit layer) or 'full' (no controller).
 
     ``expert_cfgs``: name -> expert config (None: :func:`expert_configs_of`). ``trace``:
     an optional dict that receives the named intermediates of
     :data:`adaref.model.trace.NAMES` as torch tensors (all but ``loss.log_loss`` and
     ``loss.total``, see :func:`objective`).
 
-    Returns dict(prob, logit, expert_loss, depth_loss, z_loss, exit_depth, masks, x0).
+    Returns dict(prob, logit, expert_loss, depth_loss, z_loss, exit_depth, masks, x0,
+    layer_logits (B, L) or None, depth_probs (B, L) or None).
     """
     expert_cfgs = expert_configs_of(mcfg) if expert_cfgs is None else expert_cfgs
     form = check_form(mcfg, form)
@@ -436,7 +438,7 @@ def model_forward(p, mcfg, expert_cfgs, vocab_sizes, ids, k, form, trace=None):
         if form == "hard":
             logit = logits.gather(1, (exit_depth - 1)[:, None]).reshape(b_)
             prob = torch.sigmoid(logit)
-        elif form == "soft":
+        elif form in ("soft", "expected"):
             logit = None
             prob = (depth_p * torch.sigmoid(logits)).sum(1)
         else:                                            # straight-through: onehot + p - sg(p)
@@ -457,11 +459,13 @@ def model_forward(p, mcfg, expert_cfgs, vocab_sizes, ids, k, form, trace=None):
     if zsum is not None:
         rec["loss.z"] = zsum
     return dict(prob=prob, logit=logit, expert_loss=expert_loss, depth_loss=depth_loss,
-                z_loss=zsum, exit_depth=exit_depth, masks=masks, x0=x0)
+                z_loss=zsum, exit_depth=exit_depth, masks=masks, x0=x0, form=form,
+                layer_logits=logits if ctl.enabled else None, depth_probs=depth_p)
 
 
 def objective(out, labels, lambdas, trace=None):
-    """Eq. 18: log-loss (from the logit when the prediction is one estimator's, else
+    """Eq. 18: log-loss (from the logit when the prediction is one estimator's; in the
+    'expected' form sum_l p_l LogLoss(y, sigmoid(z_l)) from each estimator's logit; else
     from the probability clipped to [1e-7, 1 - 1e-7]) + lambda_1 expert + lambda_2 depth
     (+ z z-loss when z > 0). ``lambdas``: (lambda_1, lambda_2, z), or an object with
     those as attributes ``lambda1``, ``lambda2``, ``z``. Returns (total, log_loss)."""
@@ -470,7 +474,11 @@ def objective(out, labels, lambdas, trace=None):
     lambda1, lambda2, z = (float(v) for v in lambdas)
     prob = out["prob"]
     y = torch.as_tensor(np.asarray(labels), dtype=prob.dtype)
-    if out["logit"] is not None:
+    if out.get("form") == "expected":
+        z_l = out["layer_logits"]                                           # (B, L)
+        per_depth = F.binary_cross_entropy_with_logits(z_l, y[:, None].expand_as(z_l), reduction="none")
+        task = (out["depth_probs"] * per_depth).sum(1).mean()
+    elif out["logit"] is not None:
         task = F.binary_cross_entropy_with_logits(out["logit"], y)
     else:
         task = F.binary_cross_entropy(torch.clamp(prob, PROB_CLIP, 1 - PROB_CLIP), y)

@@ -27,7 +27,7 @@ from adaref.nn.init import check_rng
 from adaref.tensor import Tensor
 
 FORMAT = "adaref.AdaEnsemble/1"
-Form = Literal["soft", "straight_through", "hard", "full"]
+Form = Literal["soft", "expected", "straight_through", "hard", "full"]
 
 
 @dataclass
@@ -37,14 +37,18 @@ class ModelOutput:
     Attributes:
         prob: y_hat (B,), the predicted click probability.
         logit: (B,) logit of ``prob`` when the prediction is one estimator's (hard exit,
-            full depth); None for the soft and straight-through mixtures.
+            full depth); None for the soft, expected and straight-through mixtures.
         expert_loss: eq. 16 summed over layers (the lambda_1 term of eq. 18, without lambda_1).
         depth_loss: eq. 16 over depths (the lambda_2 term), None without the controller.
         z_loss: router z-loss summed over all gates, None unless ``moe.z_loss``.
         routing: per-layer expert choices and per-example exit depth.
         flops: (B,) forward FLOPs of each example along its route (row 24).
-        form: the propagation used: ``soft``, ``straight_through``, ``hard`` or ``full``.
+        form: the propagation used: ``soft``, ``expected``, ``straight_through``, ``hard``
+            or ``full``.
         k: the number of experts selected per example at each layer.
+        layer_logits: (B, L) every estimator's logit z_l(x) in the forms that run every
+            layer on every example (soft, expected, straight-through); else None.
+        depth_probs: (B, L) the depth gate's p_l(x); None without the controller.
     """
 
     prob: Tensor
@@ -56,6 +60,8 @@ class ModelOutput:
     flops: np.ndarray
     form: str
     k: int
+    layer_logits: Tensor | None = None
+    depth_probs: Tensor | None = None
 
 
 class AdaEnsemble(Module):
@@ -82,7 +88,7 @@ class AdaEnsemble(Module):
     """
 
     def __init__(self, config: ModelConfig, vocab_sizes: Sequence[int], *,
-                 rng: np.random.Generator, dtype=np.float64):
+                 rng: np.random.Generator, dtype=np.float64, steps_per_epoch: int | None = None):
         super().__init__()
         check_rng(rng, "AdaEnsemble")
         self.config = config
@@ -97,7 +103,9 @@ class AdaEnsemble(Module):
         self.estimators = ModuleList([Estimator(f * d, rng=rng, dtype=dtype) for _ in range(n_est)])
         if config.controller.enabled:
             self.controller = DepthController(config.controller, f * d, n_layers, rng=rng, dtype=dtype)
-        self.k_schedule = KSchedule(config.moe.schedule, len(config.moe.experts))
+        # a schedule given in epochs needs the run's epoch length (the trainer passes it)
+        self.steps_per_epoch = steps_per_epoch
+        self.k_schedule = KSchedule(config.moe.schedule, len(config.moe.experts), steps_per_epoch)
 
     @property
     def num_layers(self) -> int:
@@ -128,12 +136,18 @@ class AdaEnsemble(Module):
                 trace("controller.logits", depth.logits)
                 trace("controller.probs", depth.probs)
                 trace("controller.exit_depth", depth.exit_depth.astype(np.int64))
+        layer_logits = None                                                    # (B, L) every estimator's logit
         if form == "hard":
             logit, layers, expert_loss = self._dynamic(x0, depth.exit_depth, k, rng, gates_z, trace)
             prob, exit_depth = ops.sigmoid(logit), depth.exit_depth
+        elif form == "full":
+            logits, layers, expert_loss = self._all_layers(x0, k, rng, gates_z, form, trace)
+            logit, exit_depth = logits[0], np.full(len(ids), self.num_layers)
+            prob = ops.sigmoid(logit)
         else:
             logits, layers, expert_loss = self._all_layers(x0, k, rng, gates_z, form, trace)
-            logit, prob, exit_depth = self._predict(logits, depth, form)
+            layer_logits = ops.stack(logits, axis=1)                           # (B, L)
+            logit, prob, exit_depth = None, self._mixture(layer_logits, depth, form), depth.exit_depth
         depth_loss = None
         if depth is not None:
             fractions = load_fractions(depth.probs, depth.mask, "argmax")
@@ -153,7 +167,8 @@ class AdaEnsemble(Module):
                 if value is not None:
                     trace(name, value)
         return ModelOutput(prob, logit, expert_loss, depth_loss, zl, routing,
-                           self._route_flops(routing, form, len(ids)), form, k)
+                           self._route_flops(routing, form, len(ids)), form, k, layer_logits,
+                           depth.probs if depth is not None else None)
 
     def _check_k(self, k) -> int:
         """k as an int; refuses a bool or non-integer k (TypeError) and one outside [1, N]."""
@@ -173,8 +188,8 @@ class AdaEnsemble(Module):
             return "full"
         if form is None:
             return ctl.train_form if self.training else "hard"
-        if form not in ("soft", "straight_through", "hard"):
-            raise ValueError(f"AdaEnsemble: form must be soft, straight_through or hard, got {form!r}")
+        if form not in ("soft", "expected", "straight_through", "hard"):
+            raise ValueError(f"AdaEnsemble: form must be soft, expected, straight_through or hard, got {form!r}")
         return form
 
     def _regularise(self, routing, expert_loss):
@@ -205,16 +220,16 @@ class AdaEnsemble(Module):
                 trace("estimators.0.logit", logits[-1])
         return logits, layers, expert_loss
 
-    def _predict(self, logits, depth: DepthChoice | None, form):
-        if form == "full":
-            logit = logits[0]
-            return logit, ops.sigmoid(logit), np.full(logit.shape[0], self.num_layers)
-        probs = ops.sigmoid(ops.stack(logits, axis=1))                          # (B, L)
-        if form == "soft":
+    def _mixture(self, layer_logits: Tensor, depth: DepthChoice, form) -> Tensor:
+        """(B,) the depth mixture sum_l w_l(x) sigmoid(z_l(x)): w = p (soft; expected, whose
+        loss is taken per depth in :func:`adaref.training.objective.task_loss`) or the
+        one-hot exit with p's gradient (straight-through)."""
+        probs = ops.sigmoid(layer_logits)                                      # (B, L)
+        if form in ("soft", "expected"):
             weights = depth.probs                                              # p_l(x)
         else:                                                                  # straight-through
             weights = Tensor(depth.mask.astype(probs.dtype)) + (depth.probs - depth.probs.detach())
-        return None, ops.sum(weights * probs, axis=1), depth.exit_depth
+        return ops.sum(weights * probs, axis=1)
 
     def _dynamic(self, x0, exit_depth, k, rng, gates_z, trace=None):
         """Algorithm 1: examples leave at their exit depth; only the rest go deeper.
@@ -270,7 +285,7 @@ class AdaEnsemble(Module):
             per_example = layer.fixed_flops(r.k) + r.mask.astype(np.int64) @ layer.expert_flops() \
                 + 2 * fd * r.mask.sum(axis=1)
             np.add.at(flops, r.rows, per_example)
-        if form in ("soft", "straight_through"):
+        if form in ("soft", "expected", "straight_through"):
             flops += sum(e.flops() for e in self.estimators) + 2 * self.num_layers
         else:
             flops += self.estimators[0].flops()
@@ -278,8 +293,11 @@ class AdaEnsemble(Module):
 
     # ------------------------------------------------------------------------------
     def checkpoint_meta(self) -> dict[str, Any]:
-        return {"format": FORMAT, "config": self.config.to_dict(), "vocab_sizes": self.vocab_sizes,
+        meta = {"format": FORMAT, "config": self.config.to_dict(), "vocab_sizes": self.vocab_sizes,
                 "dtype": self.dtype.name}
+        if self.steps_per_epoch is not None:
+            meta["steps_per_epoch"] = self.steps_per_epoch
+        return meta
 
     def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
         """Weights and everything needed to rebuild the model (config, vocabulary sizes,
@@ -329,8 +347,9 @@ class AdaEnsemble(Module):
             raise StateDictError(f"{path}: the checkpoint's vocab_sizes is not a list of positive integers "
                                  f"(got {str(sizes)[:80]})")
         try:
-            model = cls(config, sizes, rng=np.random.default_rng(0), dtype=np.dtype(saved["dtype"]))
-        except ConfigError as e:                     # e.g. a model too large for this machine
+            model = cls(config, sizes, rng=np.random.default_rng(0), dtype=np.dtype(saved["dtype"]),
+                        steps_per_epoch=saved.get("steps_per_epoch"))
+        except (ConfigError, ValueError) as e:       # too large for this machine; a bad epoch length
             raise StateDictError(f"{path}: {e}") from None
         model.load(path)
         return model

@@ -7,6 +7,7 @@ field here, documented next to the equation it belongs to; the ``paper`` and
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -57,7 +58,10 @@ class GateConfig(Config):
 class KScheduleConfig(Config):
     """Annealed top-k (§3.3.2, row 14).
 
-    ``linear``: k goes from N (dense) down to ``k`` over ``steps`` training steps.
+    ``linear``: k goes from N (dense) down to ``k`` over S training steps: S = ``steps``,
+    or, when ``epochs`` > 0 and the epoch length is known (a training run),
+    S = min(``steps``, ceil(``epochs`` x steps per epoch)), so that a run on a small data set
+    anneals too (row 14).
     ``constant``: k from the start (the authors' exp1.py: k = 3, no annealing).
     ``piecewise``: ``boundaries`` [(step, k), ...]: from each step on, that k.
     """
@@ -65,11 +69,15 @@ class KScheduleConfig(Config):
     kind: Literal["linear", "constant", "piecewise"] = "linear"   # how k moves from N to its final value
     k: int = 3                            # the final k (k_final)
     steps: int = 1000                     # linear: steps to go from N to k
+    epochs: float = 0.0                   # linear: if > 0, anneal over at most this many epochs of the run
     boundaries: tuple[tuple[int, int], ...] = ()   # piecewise: ((step, k), ...), steps ascending, k >= 1
 
     def __post_init__(self):
         if self.kind not in ("linear", "constant", "piecewise"):
             raise ConfigError(f"KScheduleConfig: kind must be linear, constant or piecewise, got {self.kind!r}")
+        if isinstance(self.epochs, bool) or not (isinstance(self.epochs, (int, float))
+                                                 and 0 <= self.epochs < math.inf):
+            raise ConfigError(f"KScheduleConfig: epochs must be a finite number >= 0, got {self.epochs!r}")
         if self.k < 1 or self.steps < 0:
             raise ConfigError(f"KScheduleConfig: k must be >= 1 and steps >= 0, got k={self.k}, steps={self.steps}")
         if self.kind == "piecewise":
@@ -117,15 +125,16 @@ class ControllerConfig(Config):
 
     enabled: bool = True                  # False: full depth, predict from the last layer (Table 3 "w/o")
     gate: GateConfig = field(default_factory=GateConfig)  # the depth gate has the gate's form (§3.5.1)
-    train_form: Literal["soft", "straight_through", "hard"] = "soft"
-    # ^ row 18: training prediction sum_l p_l y_l ("soft"), hard exit forward with the soft
-    #   gradient ("straight_through"), or the hard unweighted exit ("hard", authors' code).
-    #   Evaluation always uses the hard exit of Algorithm 1.
+    train_form: Literal["soft", "expected", "straight_through", "hard"] = "soft"
+    # ^ row 18: the expected loss over the exit depth sum_l p_l LogLoss(y, y_l) ("expected",
+    #   the paper preset), the loss of the mixture sum_l p_l y_l ("soft"), hard exit forward
+    #   with the soft gradient ("straight_through"), or the hard unweighted exit ("hard",
+    #   authors' code). Evaluation always uses the hard exit of Algorithm 1.
     depth_prior: tuple[float, ...] = ()   # expected exit fractions per depth (eq. 16 form); () uniform
 
     def __post_init__(self):
-        if self.train_form not in ("soft", "straight_through", "hard"):
-            raise ConfigError(f"ControllerConfig: train_form must be soft, straight_through or hard, "
+        if self.train_form not in ("soft", "expected", "straight_through", "hard"):
+            raise ConfigError(f"ControllerConfig: train_form must be soft, expected, straight_through or hard, "
                               f"got {self.train_form!r}")
 
 
@@ -172,7 +181,10 @@ def model_config(preset: str = "paper", **changes) -> ModelConfig:
     'unweighted'
     """
     if preset == "paper":
-        cfg = ModelConfig()
+        # row 18: the depth gate and the estimators trained on the expected loss over the
+        # exit depth; row 14: k annealed over min(1,000 steps, 1 epoch)
+        cfg = ModelConfig(moe=MoEConfig(schedule=KScheduleConfig(epochs=1.0)),
+                          controller=ControllerConfig(train_form="expected"))
     elif preset == "upstream":
         gate = GateConfig(jitter=0.5, stop_gradient=True, temperature="raw", combine="unweighted")
         cfg = ModelConfig(

@@ -4,9 +4,16 @@ The depth-selecting network has the noisy gating network's form (§3.5.1) with L
 choices, one per depth; each example exits at the depth with the largest score (top-1,
 lowest depth on ties). Training forms (``ControllerConfig.train_form``, row 18):
 
-* ``soft`` (paper preset): every example runs all L layers and the prediction is the
-  mixture y_hat = sum_l p_l(x) y_hat_l(x) with p the depth gate's full softmax, so the
-  depth gate learns from the task loss.
+* ``expected`` (paper preset): every example runs all L layers and the task loss is the
+  hard exit's loss averaged over the depth gate's distribution,
+  sum_l p_l(x) LogLoss(y, y_hat_l(x)) with p the depth gate's full softmax: the depth gate
+  learns from the loss at each depth, and each estimator from its own predictions,
+  weighted by how often it is used (the estimator serving reads has p_l >= 1/L there).
+  The reported prediction is the soft mixture below.
+* ``soft``: the prediction is the mixture y_hat = sum_l p_l(x) y_hat_l(x) and the loss is
+  the mixture's; the estimators then learn as an ensemble, and one the depth gate
+  weights little is not trained to predict alone (its hard exit can be far worse than
+  the mixture).
 * ``straight_through``: the forward value is the hard exit's prediction y_hat_{l*}, with
   mixture weights onehot + p - stop_gradient(p): the depth gate gets the soft mixture's
   gradient (taken at the hard prediction), every other parameter exactly the hard

@@ -35,11 +35,16 @@ class TrainConfig(Config):
     epochs: float = 10.0                  # passes over the training split (an upper bound)
     max_steps: int = 0                    # stop after this many W steps (0: no limit)
     eval_every: int = 50                  # evaluate on the validation split every N W steps
+    evals_per_epoch: float = 0.0          # > 0: evaluate every min(eval_every, ceil(steps per epoch / this))
+    # ^ steps, so that a run on a small data set is evaluated and early-stopped more than once
     eval_batch_size: int = 4096           # examples per evaluation forward pass
     patience: int = 5                     # early stopping: evaluations without improvement
     lambda1: float = 0.01                 # eq. 18: weight of the expert load-distribution term
     lambda2: float = 0.01                 # eq. 18: weight of the depth load-distribution term
     z_loss: float = 0.0                   # weight of the router z-loss (upstream preset: 1.0)
+    exit_loss: float = 0.0                # weight of the mean of every estimator's own log-loss (deep
+    # ^ supervision, as BranchyNet's joint exit loss; not part of eq. 18): every estimator learns
+    #   to predict alone whatever weight the depth gate gives it (docs/decisions.md row 18)
     bilevel: Literal["on", "off"] = "on"  # Algorithm 2 (on) or one joint step on training batches (off)
     inner_steps: int = 1                  # t of Algorithm 2: W steps per alpha step
     alpha_batch_size: int = 0             # validation examples per alpha step; 0: batch_size (Algorithm 2
@@ -67,7 +72,8 @@ class TrainConfig(Config):
             raise ConfigError(f"TrainConfig: epochs must be > 0, got {self.epochs}")
         if not self.darts_eps > 0:
             raise ConfigError(f"TrainConfig: darts_eps must be > 0, got {self.darts_eps}")
-        for key in ("max_steps", "patience", "xi", "lambda1", "lambda2", "z_loss", "alpha_batch_size"):
+        for key in ("max_steps", "patience", "xi", "lambda1", "lambda2", "z_loss", "exit_loss",
+                    "alpha_batch_size", "evals_per_epoch"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"TrainConfig: {key} must be >= 0, got {getattr(self, key)}")
         if self.xi > MAX_XI:
@@ -130,12 +136,21 @@ class RunConfig(Config):
         if self.baseline.name and self.train.bilevel == "on":
             raise ConfigError(f"RunConfig: baseline {self.baseline.name!r} has no gates for Algorithm 2's "
                               f"alpha step; train it with bilevel off (--bilevel off)")
+        if self.train.exit_loss > 0:
+            ctl = self.model.controller
+            if self.baseline.name or not ctl.enabled or ctl.train_form == "hard":
+                what = (f"baseline {self.baseline.name!r}" if self.baseline.name else
+                        "a model without the depth controller" if not ctl.enabled else
+                        "train_form 'hard' (Algorithm 1 runs only the layers each example reaches)")
+                raise ConfigError(f"RunConfig: train.exit_loss needs every estimator's prediction on every "
+                                  f"example, which {what} does not compute; set train.exit_loss to 0")
 
 
 def train_config(preset: str = "paper") -> TrainConfig:
     """Training options of the two presets on the full data sets (§4.1.4).
 
-    ``paper``: batch 4096, evaluation every 2,000 steps with early stopping, Algorithm 2
+    ``paper``: batch 4096, evaluation every 2,000 steps or twice per epoch, whichever is
+    more often, with early stopping (patience 3), Algorithm 2
     (first order), G-FTRL on the embedding table and Adam (lr 1e-3) elsewhere, without
     L2: §4.1.4 grid-searches an L2 weight in [1e-4, 1e-3] for dense layers but does not
     report the value chosen; set one with ``--train.optimizer.options '{"lr": 1e-3,
@@ -146,7 +161,7 @@ def train_config(preset: str = "paper") -> TrainConfig:
     dense row updates), Keras Adam (lr 1e-3, eps 1e-7 added to sqrt(v)), no L2.
     """
     if preset == "paper":
-        return TrainConfig(batch_size=4096, epochs=10.0, eval_every=2000, patience=3)
+        return TrainConfig(batch_size=4096, epochs=10.0, eval_every=2000, evals_per_epoch=2.0, patience=3)
     if preset == "upstream":
         keras_adam = {"lr": 1e-3, "eps": 1e-7, "epsilon_form": "keras"}   # tf.keras Adam defaults
         return TrainConfig(batch_size=4096, epochs=3.0, eval_every=2000, patience=0, bilevel="off",
@@ -205,7 +220,8 @@ def sample_defaults(preset: str = "paper") -> RunConfig:
     if preset == "paper":
         model = model_config(preset, dim=8, num_layers=2)
         model = model.replace(
-            moe={**model.moe.to_dict(), "schedule": {**model.moe.schedule.to_dict(), "k": 2, "steps": 100}},
+            moe={**model.moe.to_dict(), "schedule": {**model.moe.schedule.to_dict(), "k": 2, "steps": 100,
+                                                     "epochs": 0.0}},
             controller={**model.controller.to_dict(), "train_form": "straight_through"})
         embedding = OptimizerChoice("gftrl", {"l2": 10.0, "l1": 0.01, "alpha": 0.05})
         train = TrainConfig(batch_size=256, epochs=10.0, eval_every=20, patience=5, bilevel="off",

@@ -32,12 +32,14 @@ from adaref.tensor import Tensor
 __all__ = ["build_model", "model_output", "is_adaensemble", "model_name"]
 
 
-def build_model(run, vocab_sizes: Sequence[int], rng: np.random.Generator) -> Module:
+def build_model(run, vocab_sizes: Sequence[int], rng: np.random.Generator,
+                steps_per_epoch: int | None = None) -> Module:
     """AdaEnsemble from ``run.model``, or ``run.baseline.name`` with ``run.baseline.options``
-    (``dim`` and ``embedding_oov`` default to ``run.model``'s)."""
+    (``dim`` and ``embedding_oov`` default to ``run.model``'s). ``steps_per_epoch``: the
+    training run's epoch length, for a k schedule given in epochs."""
     dtype = np.dtype(run.dtype)
     if not run.baseline.name:
-        return AdaEnsemble(run.model, vocab_sizes, rng=rng, dtype=dtype)
+        return AdaEnsemble(run.model, vocab_sizes, rng=rng, dtype=dtype, steps_per_epoch=steps_per_epoch)
     from adaref.baselines import MODELS
 
     config_cls = MODELS[run.baseline.name][0]

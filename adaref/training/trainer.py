@@ -103,10 +103,13 @@ class Trainer:
             check_model_memory(run.model, len(dataset.vocab_sizes), sum(dataset.vocab_sizes), self.dtype.itemsize,
                                copies=TRAINING_COPIES, what="training (weights, gradients, optimiser states)")
         seeds = np.random.SeedSequence(run.seed).spawn(5)
-        self.model = build_model(run, dataset.vocab_sizes, np.random.default_rng(seeds[0]))
+        t = run.train
+        # the training split is not changed below (the alpha step takes half of val); an
+        # empty one is refused by _check_sizes
+        self.steps_per_epoch = max(1, math.ceil(len(dataset.splits["train"]) / t.batch_size))
+        self.model = build_model(run, dataset.vocab_sizes, np.random.default_rng(seeds[0]), self.steps_per_epoch)
         self.rng = {"batches": np.random.default_rng(seeds[1]), "noise": np.random.default_rng(seeds[2]),
                     "val": np.random.default_rng(seeds[3])}
-        t = run.train
         groups = split_parameters(self.model)
         self._w_params = [p for _, p in groups["embedding"] + groups["weights"]]
         self.optimizers = {}
@@ -135,8 +138,10 @@ class Trainer:
             half = len(order) // 2
             self.alpha_rows, self.rows["val"] = np.sort(order[:half]), np.sort(order[half:])
         self._check_evaluated_splits()                  # the rows as they will be used
-        self.steps_per_epoch = math.ceil(len(self.rows["train"]) / t.batch_size)
         total = math.ceil(t.epochs * self.steps_per_epoch)
+        self.eval_every = t.eval_every                  # W steps between evaluations
+        if t.evals_per_epoch > 0:
+            self.eval_every = max(1, min(t.eval_every, math.ceil(self.steps_per_epoch / t.evals_per_epoch)))
         self.total_steps = min(total, t.max_steps) if t.max_steps else total
         self.state = LoopState()
         self.permutation = np.zeros(0, dtype=np.int64)
@@ -186,7 +191,7 @@ class Trainer:
     def _loss(self, rows: np.ndarray, rng: np.random.Generator):
         out = model_output(self.model, self.ids[rows], step=self.state.step, rng=rng)
         t = self.run.train
-        return objective(out, self.labels[rows], t.lambda1, t.lambda2, t.z_loss)
+        return objective(out, self.labels[rows], t.lambda1, t.lambda2, t.z_loss, t.exit_loss)
 
     # ---------------------------------------------------------------------------- steps
     def _w_step(self, rows: np.ndarray) -> dict[str, float]:
@@ -216,7 +221,7 @@ class Trainer:
     def _last_good(self) -> str:
         """Where the run can be taken up again after a divergence."""
         if not self.state.history:
-            return (f"no evaluation has run yet (the first is at step {self.run.train.eval_every}), "
+            return (f"no evaluation has run yet (the first is at step {self.eval_every}), "
                     f"so there is no checkpoint to go back to")
         return (f"the last finite values were {json.dumps(self.state.history[-1])}; the last good "
                 f"checkpoint is {self.dir / 'last.npz'}")
@@ -276,7 +281,7 @@ class Trainer:
                 last_auc = self.state.history[-1]["val_auc"] if self.state.history else None
                 progress.update(self.state.step, self.state.step / self.steps_per_epoch, t.batch_size,
                                 parts["loss"], last_auc)
-                if self.state.step % t.eval_every == 0 or self.state.step == self.total_steps:
+                if self.state.step % self.eval_every == 0 or self.state.step == self.total_steps:
                     self.state.seconds = time.perf_counter() - start
                     row = self._evaluate_and_checkpoint()
                     progress.update(self.state.step, row["epoch"], 0, row["train_loss"], row["val_auc"],
@@ -404,6 +409,7 @@ class Trainer:
                 arrays[f"opt.{group}.{key}"] = np.asarray(value)
         arrays["loop.permutation"] = self.permutation
         meta = {"run": self.run.to_dict(), "loop": self.state.__dict__, "data": self._data_identity(),
+                "steps_per_epoch": self.steps_per_epoch,
                 "rng": {name: g.bit_generator.state for name, g in self.rng.items()}}
         save_npz(self.dir / "last.npz", arrays, meta)
 

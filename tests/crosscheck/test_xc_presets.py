@@ -37,11 +37,11 @@ def test_paper_model_preset_matches_decisions():
     assert g.jitter > 0 and not g.stop_gradient and g.temperature == "log"   # rows 9-11
     assert g.combine == "gates" and g.input == "x0"                  # rows 9, 13
     assert c.embedding_oov == "learned"                              # row 3
-    assert c.moe.schedule.kind == "linear"                           # row 14
+    assert c.moe.schedule.kind == "linear" and c.moe.schedule.epochs == 1.0   # row 14
     assert c.moe.norm == "layernorm"                                 # row 15
     assert c.moe.load_fraction == "argmax" and c.moe.expert_prior == ()   # row 16
     assert not c.moe.z_loss
-    assert c.controller.train_form == "soft"                         # row 18
+    assert c.controller.train_form == "expected"                     # row 18
 
 
 def test_upstream_expert_presets_match_decisions():
