@@ -68,8 +68,9 @@ class KScheduleConfig(Config):
 
     kind: Literal["linear", "constant", "piecewise"] = "linear"   # how k moves from N to its final value
     k: int = 3                            # the final k (k_final)
-    steps: int = 1000                     # linear: steps to go from N to k
-    epochs: float = 0.0                   # linear: if > 0, anneal over at most this many epochs of the run
+    steps: int = 1000                     # linear: steps to go from N to k (fewer if epochs ends sooner)
+    epochs: float = 0.0                   # linear: if > 0, anneal within at most this many epochs of the
+    # ^ training run (paper preset: 1), so that a run on a small data set anneals too
     boundaries: tuple[tuple[int, int], ...] = ()   # piecewise: ((step, k), ...), steps ascending, k >= 1
 
     def __post_init__(self):
