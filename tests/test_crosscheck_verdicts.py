@@ -56,6 +56,46 @@ def test_a_damaged_golden_set_is_refused(gold, tmp_path, capsys):
             load_golden(bad)
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("forms", 5, "field 'forms' is 5, expected a list of form names"),
+    ("forms", "soft", "field 'forms' is 'soft', expected a list of form names"),
+    ("forms", [1, 2], "field 'forms' is [1, 2], expected a list of form names"),
+    ("forms", None, "field 'forms' is None, expected a list of form names"),
+    ("gradient_form", ["soft"], "field 'gradient_form' is ['soft'], expected a form name"),
+    ("gradient_form", "sideways", "field 'gradient_form' is 'sideways', not one of its forms"),
+    ("outputs", {"a": 1}, "field 'outputs' is {'a': 1}, expected a list of tensor names"),
+    ("gradients", "grad.x", "field 'gradients' is 'grad.x', expected a list of tensor names"),
+    ("vocab_sizes", [3, "4"], "field 'vocab_sizes' is [3, '4'], expected a list of positive integers"),
+    ("k", True, "field 'k' is True, expected a positive integer"),
+    ("batch", 2.5, "field 'batch' is 2.5, expected a positive integer"),
+    ("config", [], "field 'config' is [], expected a JSON object"),
+    ("preset", 3, "field 'preset' is 3, expected a preset name or null"),
+    ("spec", "x" * 50, "field 'spec' is a str, expected a JSON object"),
+    ("forms", "<delete>", "has no field 'forms' (a list of form names)"),
+    ("gradient_form", "<delete>", "has no field 'gradient_form'"),
+])
+def test_a_manifest_field_of_the_wrong_type_is_a_damaged_golden_set(gold, tmp_path, capsys, field, value,
+                                                                     message):
+    """One line naming manifest.json and the field, exit 2 (as for any damaged golden
+    set), never a TypeError from deep inside compare."""
+    bad = tmp_path / "bad"
+    shutil.copytree(gold, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    if value == "<delete>":
+        del m[field]
+    else:
+        m[field] = value
+    (bad / "manifest.json").write_text(json.dumps(m))
+    np.savez(tmp_path / "theirs.npz", **tensors(gold))
+    assert main(["compare", str(bad), str(tmp_path / "theirs.npz"), "--form", "soft"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{bad / 'manifest.json'}: {message}" in err and "the golden set is damaged" in err, err
+    assert main(["compare", str(bad), str(tmp_path / "theirs.npz")]) == 2
+    with pytest.raises(GoldenError, match=field):
+        load_golden(bad)
+
+
 def test_golden_never_overwrites_another_manifest(tmp_path, capsys):
     d = tmp_path / "data"
     d.mkdir()
