@@ -2,11 +2,12 @@
 configuration (F = 39, D = 16, L = 4, B = 256, float64 and float32) and the upstream one
 (F = 38), two ways:
 
-* **first run**: each command as a user first types it, ``python -m adaref.crosscheck
+* first run: each command as a user first types it, ``python -m adaref.crosscheck
   golden --preset paper --batch 256 --out DIR`` and then ``python -m adaref.crosscheck
   compare DIR THEIRS.npz``, each in a new process, timed end to end (interpreter start,
   imports, Numba's kernels from its on-disk cache or compiled, the work, the files);
-* **warm**: the same commands in this process after a first call, best of ``--repeat``.
+* warm: the same commands called in this process, best of ``--repeat`` (the first call
+  pays the in-process imports).
 
 Targets (issue: the cross-check toolkit): ``golden`` under 20 s, ``compare`` of such a
 dump (the golden tensors themselves, so every tensor is checked) under 5 s.
