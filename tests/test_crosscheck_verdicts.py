@@ -48,7 +48,16 @@ def test_a_damaged_golden_set_is_refused(gold, tmp_path, capsys):
     assert main(["compare", str(bad), str(tmp_path / "x.npz")]) == 2
     assert "not the outputs manifest.json lists" in capsys.readouterr().err
     shutil.copy(gold / "outputs.npz", bad / "outputs.npz")
+    (bad / "grads.npz").write_text("not a zip")
+    assert main(["compare", str(bad), str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad / 'grads.npz'}: not a .npz file" in err and "Traceback" not in err, err
+    shutil.copy(gold / "grads.npz", bad / "grads.npz")
     m = json.loads((bad / "manifest.json").read_text())
+    for informational in ("versions", "source", "spec", "preset", "seed"):
+        del m[informational]                       # checked when present, not needed by compare
+    (bad / "manifest.json").write_text(json.dumps(m))
+    assert compare(bad, tensors(gold)).agree
     for dtype in (["x"], "float16", None):
         m["dtype"] = dtype
         (bad / "manifest.json").write_text(json.dumps(m))
