@@ -92,21 +92,28 @@ def test_float32_golden(tmp_path):
     assert all(t.dtype == np.float32 for n, t in tensors.items() if t.dtype.kind == "f")
 
 
-def test_golden_from_prepared_data(tmp_path):
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """The Criteo sample prepared under the paper preset: (directory, data set)."""
     from adaref.data import load
 
-    data = load("criteo", sample=True, preset="paper", out=str(tmp_path / "data"))
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    return out, load("criteo", sample=True, preset="paper", out=str(out))
+
+
+def test_golden_from_prepared_data(tmp_path, prepared):
+    directory, data = prepared
     out = tmp_path / "g"
     assert main(["golden", "--out", str(out), "--dim", "4", "--num-layers", "2", "--batch", "8",
-                 "--data", str(tmp_path / "data")]) == 0
+                 "--data", str(directory)]) == 0
     inputs, _ = load_npz(out / "inputs.npz")
     ids, labels = data.subset("test")
     assert np.array_equal(inputs["ids"], ids[:8]) and np.array_equal(inputs["labels"], labels[:8])
     assert json.loads((out / "manifest.json").read_text())["vocab_sizes"] == data.vocab_sizes
     assert main(["golden", "--out", str(tmp_path / "h"), "--batch", "100000",
-                 "--data", str(tmp_path / "data")]) == 2
+                 "--data", str(directory)]) == 2
     assert main(["golden", "--out", str(tmp_path / "h"), "--preset", "upstream",
-                 "--data", str(tmp_path / "data")]) == 2        # paper-prepared data, upstream model
+                 "--data", str(directory)]) == 2        # paper-prepared data, upstream model
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -120,6 +127,91 @@ def test_golden_usage_errors(tmp_path, capsys, argv, message):
     assert main(["golden", "--out", str(tmp_path / "g"), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+NOT_JSON = "{'model': 1"
+
+
+@pytest.mark.parametrize("command", ["spec", "golden"])
+@pytest.mark.parametrize("argv, message", [
+    (["--config", "{tmp}/bad.json"], "--config {tmp}/bad.json: not JSON: "),
+    (["--config", "{tmp}/list.json"], "--config {tmp}/list.json: "),
+    (["--config", "{tmp}"], "--config {tmp}: Is a directory"),
+    (["--preset", "upstream", "--num-layers", "3"], "--num-layers 3: this model's depth prior has 4 entries"),
+    (["--dim", "100000"], "model.dim = 100000, model.num_layers = 4 with 39 fields: at least"),
+    (["--vocab", "100000000000000"], "model.dim = 16, model.num_layers = 4 with 39 fields: at least"),
+])
+def test_config_errors_of_spec_and_golden(tmp_path, capsys, command, argv, message):
+    """--config that is not JSON (or not a config), and --dim/--num-layers/--vocab the
+    model refuses (the memory check says what it would need): one line, exit 2."""
+    (tmp_path / "bad.json").write_text(NOT_JSON)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    out = ["--out", str(tmp_path / "out")] if command == "golden" else []
+    assert main([command, *out, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"adaref.crosscheck {command}: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    if "model.dim" in message and "out of memory" in err:
+        return                                   # a machine whose free memory is unknown to adaref
+    assert message.replace("{tmp}", str(tmp_path)) in err, err
+
+
+def test_spec_of_prepared_data(tmp_path, capsys, prepared):
+    directory, data = prepared
+    assert main(["spec", "--dim", "4", "--num-layers", "2", "--data", str(directory), "--k", "2"]) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert spec["vocab_sizes"] == data.vocab_sizes and spec["dims"]["F"] == len(data.vocab_sizes)
+    shapes = {e["name"]: e["shape"] for e in spec["forms"]["soft"]}
+    assert shapes["layers.0.gate.topk"].startswith("(n_l, 2)"), shapes["layers.0.gate.topk"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "/nonexistent"], "--data /nonexistent: "),
+    (["--data", str(SHIPPED / "paper")],
+     f"--data {SHIPPED / 'paper'}: {SHIPPED / 'paper'}: is a golden set, not a prepared data directory"),
+    (["--k", "6"], "--k 6: must be in [1, 5] (the model's experts)"),
+    (["--preset", "upstream", "--k", "9"], "--k 9: must be in [1, 5]"),
+])
+def test_spec_usage_errors(capsys, argv, message):
+    assert main(["spec", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert "delete" not in err                         # never advises deleting a golden set
+
+
+def test_golden_to_an_unwritable_place(tmp_path, capsys):
+    (tmp_path / "file").write_text("a file")
+    assert main(["golden", "--out", str(tmp_path / "file" / "g"), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'file' / 'g'}: Not a directory" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("command, argv", [
+    ("spec", ["spec", "--preset", "paper"]),
+    ("golden", ["golden", "--out", "x"]),
+    ("compare", ["compare", "g", "t.npz"]),
+    ("test", ["test", "m:f"]),
+])
+@pytest.mark.parametrize("error, code, message", [
+    (MemoryError(), 2, "out of memory (a smaller --batch or model?)"),
+    (KeyboardInterrupt(), 130, "interrupted"),
+    (PermissionError(13, "Permission denied", "/somewhere/file"), 2, "/somewhere/file: Permission denied"),
+    (OSError(28, "No space left on device"), 2, ": No space left on device"),
+])
+def test_memory_interrupt_and_os_errors(monkeypatch, capsys, command, argv, error, code, message):
+    """Whatever a command is doing, these end it with one line and the documented exit
+    status (2, or 130 for an interrupt), never a traceback."""
+    import adaref.crosscheck.__main__ as cli
+
+    def raises(args):
+        raise error
+    monkeypatch.setattr(cli, f"cmd_{command}", raises)
+    assert main(argv) == code
+    out = capsys.readouterr()
+    assert message in out.err, out.err
+    assert out.err.startswith(f"adaref.crosscheck {command}: ") and out.err.count("\n") == 1
+    assert "Traceback" not in out.err + out.out
 
 
 def test_golden_refuses_a_foreign_directory(tmp_path, capsys):
@@ -256,6 +348,52 @@ def test_incomplete_golden_and_bad_map(small, tmp_path, capsys):
     assert code == 2 and "must be a JSON object" in out.err
     code, out = run_compare(capsys, small, save(tmp_path, dump(small)), "--only", "nothing.*")
     assert code == 2 and "matches no golden tensor" in out.err
+
+
+@pytest.mark.parametrize("manifest, message", [
+    (b"{not json", "manifest.json: unreadable: "),
+    (b"\xff\xfe\x00garbage", "manifest.json: unreadable: "),
+    (b"[1, 2, 3]", "manifest.json: not a golden manifest (format 'adaref.crosscheck.golden/1')"),
+    (b'{"format": "adaref.data/1"}', "manifest.json: not a golden manifest"),
+    (b'{"format": "adaref.crosscheck.golden/1", "dtype": "float16"}', "dtype 'float16' is not one of"),
+])
+def test_compare_refuses_an_unreadable_or_foreign_manifest(small, tmp_path, capsys, manifest, message):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in ("weights.npz", "inputs.npz", "outputs.npz", "grads.npz"):
+        (broken / f).write_bytes((small / f).read_bytes())
+    (broken / "manifest.json").write_bytes(manifest)
+    code, out = run_compare(capsys, broken, save(tmp_path, dump(small)))
+    assert code == 2 and f"{broken / 'manifest.json'}" in out.err and message in out.err, out.err
+    assert "Traceback" not in out.err and out.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "absent.json", "absent.json: cannot read the name map: No such file or directory"),
+    (lambda tmp: tmp, "cannot read the name map: Is a directory"),
+    (lambda tmp: (tmp / "m.json", (tmp / "m.json").write_text("{'a': 'b'}"))[0], "the name map is not JSON: "),
+    (lambda tmp: (tmp / "m.json", (tmp / "m.json").write_bytes(b"\xff\xfe"))[0], "the name map is not JSON: "),
+    (lambda tmp: (tmp / "m.json", (tmp / "m.json").write_text('{"a": 1}'))[0], "must be a JSON object"),
+])
+def test_compare_refuses_a_bad_names_file(small, tmp_path, capsys, make, message):
+    theirs = save(tmp_path, dump(small))
+    code, out = run_compare(capsys, small, theirs, "--names", make(tmp_path))
+    assert code == 2 and message in out.err and "Traceback" not in out.err, out.err
+
+
+def test_golden_refuses_a_golden_set_with_other_files_and_a_non_float_dtype(tmp_path, capsys):
+    from adaref.crosscheck.golden import GoldenError, make_golden
+    from adaref.model import model_config
+
+    out = golden(tmp_path)
+    (out / "notes.txt").write_text("mine")
+    assert main(["golden", "--out", str(out), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "a golden set with other files in it (notes.txt); choose another --out" in err
+    assert (out / "notes.txt").read_text() == "mine"
+    with pytest.raises(GoldenError, match="dtype must be float32 or float64, got int32"):
+        make_golden(tmp_path / "x", model_config("paper", dim=2, num_layers=4), vocab_sizes=[3, 3],
+                    dtype=np.int32)
 
 
 # --- CLI --------------------------------------------------------------------------------

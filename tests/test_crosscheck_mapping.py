@@ -96,6 +96,9 @@ def test_fused_qkv_is_sliced_into_three_parameters_and_packed_back():
     ([{"op": "slice", "axis": 1, "start": 0, "stop": 3}], r"'w' <- 'a' op 0: slice \[0, 3\) is not inside axis 1"),
     ([{"op": "rows", "index": [0, 3]}], r"'w' <- 'a' op 0: rows index must be a list of row numbers in \[-1, 3\)"),
     ([{"op": "rows", "index": [1, -1, 1]}], r"'w' <- 'a' op 0: rows index uses a row of theirs twice"),
+    ([{"op": "permute", "axis": 0, "index": [0.0, 1.0, 2.0]}], r"permute index must hold integers, got float64"),
+    ([{"op": "rows", "index": ["0", "1"]}], r"rows index must hold integers, got <U1"),
+    (["transpose"], r"part 'a': every op must be an object like \{\"op\": \"transpose\""),
 ])
 def test_bad_ops_are_refused_naming_the_rule_and_array(ops, message):
     with pytest.raises(MappingError, match=message):
@@ -107,6 +110,8 @@ def test_two_rules_for_one_parameter_and_parts_that_do_not_concatenate():
         Mapping("m", (Rule("w", (Part("a", (2,)),)), Rule("w", (Part("b", (2,)),))))
     with pytest.raises(MappingError, match=r"the parts of 'w' have shapes \[\(2, 3\), \(2, 4\)\]"):
         Mapping("m", (Rule("w", (Part("a", (2, 3)), Part("b", (2, 4)))),))
+    with pytest.raises(MappingError, match=r"mapping 'm': rule for 'w' has no parts"):
+        Mapping("m", (Rule("w", ()),))
     with pytest.raises(MappingError, match=r"'a' is given shapes \(2,\) and \(3,\)"):
         Mapping("m", (Rule("w", (Part("a", (2,)),)), Rule("v", (Part("a", (3,)),)))).their_shapes()
 
@@ -147,6 +152,11 @@ def test_import_weights_refuses_a_model_parameter_no_rule_covers():
     extra = Mapping("extra", full.rules + (Rule("nowhere.W", (Part("x", (2,)),)),))
     with pytest.raises(MappingError, match=r"rule\(s\) for nowhere.W, which the model does not have"):
         import_weights(model, {**model.state_dict(), "x": np.zeros(2)}, extra)
+    bias = "estimators.1.linear.bias"
+    wrong = Mapping("wrong", tuple(r if r.adaref != bias else Rule(bias, (Part(bias, (2,)),)) for r in full.rules))
+    with pytest.raises(MappingError, match=r"mapping 'wrong': estimators.1.linear.bias comes out \(2,\), "
+                                           r"the model's is \(1,\)"):
+        import_weights(model, {**model.state_dict(), bias: np.zeros(2)}, wrong)
 
 
 def test_json_round_trip_and_load_errors(tmp_path):
@@ -432,3 +442,87 @@ def test_load_tf_dump_refuses_pickles_and_non_float_arrays(tmp_path):
     np.savez(tmp_path / "ints.npz", w=np.zeros(3, dtype=np.int32))
     with pytest.raises(MappingError, match=r"non-float array\(s\) w \(int32\)"):
         load_tf_dump(tmp_path / "ints.npz")
+
+
+def _edit_json(path, change):
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _field(doc, name):
+    return next(e for e in doc["fields"] if e["name"] == name)
+
+
+@pytest.mark.parametrize("file, change, message", [
+    ("manifest.json", lambda m: m.pop("field_kinds"), r"manifest.json lists no field_kinds for its 38 fields"),
+    ("manifest.json", lambda m: m.update(field_kinds=m["field_kinds"][:5]), r"lists no field_kinds for its 38"),
+    ("vocab.json", lambda v: _field(v, "I1")["values"].__setitem__(3, "three"),
+     r"vocab.json field 'I1' has value 'three', not a bin level \('level b'\); was it prepared with "
+     r"numeric_transform authors_log\?"),
+    ("vocab.json", lambda v: _field(v, "I2")["values"].__setitem__(0, "level 64"),
+     r"field 'I2' has bin value 64, outside the 64 buckets of the TensorFlow identity column"),
+    ("vocab.json", lambda v: _field(v, "I2")["values"].__setitem__(0, "level -1"), r"has bin value -1, outside"),
+    ("vocab.json", lambda v: _field(v, "C9").update(name="C9x"), r"vocab.json has no field 'C9'"),
+    ("vocab.json", lambda v: _field(v, "C9").update(first_id=2),
+     r"field 'C9' has first_id 2 and size 4 in vocab.json; the upstream layout is id 0 = OOV"),
+    ("vocab.json", lambda v: _field(v, "C9").update(size=5), r"field 'C9' has first_id 1 and size 5"),
+    ("vocab.json", lambda v: _field(v, "I1")["values"].pop(), r"field 'I1': vocab.json lists 10 values for 11 kept ids"),
+])
+def test_tf_mapping_refuses_a_damaged_upstream_data_directory(tf, tmp_path, file, change, message):
+    """Each refusal of the data directory's field kinds and vocabulary, on a copy of a
+    real upstream directory with one thing changed by hand."""
+    import shutil
+    ds, out, model = tf[0], tf[1], tf[2]
+    copy = tmp_path / "data"
+    shutil.copytree(out, copy)
+    _edit_json(copy / file, change)
+    with pytest.raises(MappingError, match=message):
+        tf_mapping(model, copy)
+
+
+def test_tf_mapping_refuses_kept_ids_the_training_split_never_shows(tf, monkeypatch):
+    import adaref.crosscheck.upstream_tf as up
+    ds, out, model = tf[0], tf[1], tf[2]
+    real = up.train_first_appearance
+
+    def drops_c9_id_2(ds, fields, chunk=1 << 20):
+        order = real(ds, fields, chunk)
+        c9 = ds.field_names.index("C9")
+        order[c9] = order[c9][order[c9] != 2]
+        return order
+    monkeypatch.setattr(up, "train_first_appearance", drops_c9_id_2)
+    with pytest.raises(MappingError, match=r"field 'C9': 1 kept id\(s\) never occur in the training split of .* "
+                                           r"\(e.g. id 2\); the data is inconsistent, prepare it again"):
+        tf_mapping(model, out)
+
+
+def test_train_first_appearance_reads_in_chunks_and_stops_early(tf):
+    """Chunked reading gives the same order as one chunk; a field whose ids have all been
+    seen is skipped, and reading stops once every field's are."""
+    from adaref.crosscheck.upstream_tf import train_first_appearance
+    ds = tf[0]
+    for names in (("C6", "C20", "C22"), ("C9", "C3", "C20")):    # every id of these shows / C9's 0 never does
+        fields = [ds.field_names.index(n) for n in names]
+        whole = train_first_appearance(ds, fields)
+        for chunk in (7, 100, 1000):
+            parts = train_first_appearance(ds, fields, chunk=chunk)
+            assert all(np.array_equal(parts[f], whole[f]) for f in fields), chunk
+        c20 = ds.field_names.index("C20")
+        assert sorted(whole[c20].tolist()) == list(range(ds.vocab_sizes[c20]))
+
+
+def test_tf_mapping_refuses_what_it_has_no_counterpart_for(tf, monkeypatch):
+    """Guards for models the structure check cannot exclude: a parameter with no TF name
+    and a field axis that is not F * group."""
+    import adaref.crosscheck.upstream_tf as up
+    ds, out, model = tf[0], tf[1], tf[2]
+    with pytest.raises(MappingError, match=r"tf_mapping: expected an adaref AdaEnsemble, got object"):
+        tf_mapping(object(), out)
+    real = model.named_parameters
+    extra = next(iter(model.parameters()))
+    monkeypatch.setattr(model, "named_parameters", lambda: [*real(), ("layers.0.norm.gain", extra)])
+    with pytest.raises(MappingError, match=r"no TensorFlow counterpart is known for layers.0.norm.gain"):
+        tf_mapping(model, out)
+    with pytest.raises(MappingError, match=r"w has shape \(5, 3\); axis 0 should run over F\*D = 4 \(field-major\)"):
+        up._rule("w", "t/w", (5, 3), (5, 3), {0: "D"}, {"D": [0, 1, 2, 3]})

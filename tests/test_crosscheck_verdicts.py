@@ -48,12 +48,61 @@ def test_a_damaged_golden_set_is_refused(gold, tmp_path, capsys):
     assert main(["compare", str(bad), str(tmp_path / "x.npz")]) == 2
     assert "not the outputs manifest.json lists" in capsys.readouterr().err
     shutil.copy(gold / "outputs.npz", bad / "outputs.npz")
+    (bad / "grads.npz").write_text("not a zip")
+    assert main(["compare", str(bad), str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad / 'grads.npz'}: not a .npz file" in err and "Traceback" not in err, err
+    shutil.copy(gold / "grads.npz", bad / "grads.npz")
     m = json.loads((bad / "manifest.json").read_text())
+    for informational in ("versions", "source", "spec", "preset", "seed"):
+        del m[informational]                       # checked when present, not needed by compare
+    (bad / "manifest.json").write_text(json.dumps(m))
+    assert compare(bad, tensors(gold)).agree
     for dtype in (["x"], "float16", None):
         m["dtype"] = dtype
         (bad / "manifest.json").write_text(json.dumps(m))
         with pytest.raises(GoldenError, match="dtype"):
             load_golden(bad)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("forms", 5, "field 'forms' is 5, expected a list of form names"),
+    ("forms", "soft", "field 'forms' is 'soft', expected a list of form names"),
+    ("forms", [1, 2], "field 'forms' is [1, 2], expected a list of form names"),
+    ("forms", None, "field 'forms' is None, expected a list of form names"),
+    ("gradient_form", ["soft"], "field 'gradient_form' is ['soft'], expected a form name"),
+    ("gradient_form", "sideways", "field 'gradient_form' is 'sideways', not one of its forms"),
+    ("outputs", {"a": 1}, "field 'outputs' is {'a': 1}, expected a list of tensor names"),
+    ("gradients", "grad.x", "field 'gradients' is 'grad.x', expected a list of tensor names"),
+    ("vocab_sizes", [3, "4"], "field 'vocab_sizes' is [3, '4'], expected a list of positive integers"),
+    ("k", True, "field 'k' is True, expected a positive integer"),
+    ("batch", 2.5, "field 'batch' is 2.5, expected a positive integer"),
+    ("config", [], "field 'config' is [], expected a JSON object"),
+    ("preset", 3, "field 'preset' is 3, expected a preset name or null"),
+    ("spec", "x" * 50, "field 'spec' is a str, expected a JSON object"),
+    ("forms", "<delete>", "has no field 'forms' (a list of form names)"),
+    ("gradient_form", "<delete>", "has no field 'gradient_form'"),
+])
+def test_a_manifest_field_of_the_wrong_type_is_a_damaged_golden_set(gold, tmp_path, capsys, field, value,
+                                                                     message):
+    """One line naming manifest.json and the field, exit 2 (as for any damaged golden
+    set), never a TypeError from deep inside compare."""
+    bad = tmp_path / "bad"
+    shutil.copytree(gold, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    if value == "<delete>":
+        del m[field]
+    else:
+        m[field] = value
+    (bad / "manifest.json").write_text(json.dumps(m))
+    np.savez(tmp_path / "theirs.npz", **tensors(gold))
+    assert main(["compare", str(bad), str(tmp_path / "theirs.npz"), "--form", "soft"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{bad / 'manifest.json'}: {message}" in err and "the golden set is damaged" in err, err
+    assert main(["compare", str(bad), str(tmp_path / "theirs.npz")]) == 2
+    with pytest.raises(GoldenError, match=field):
+        load_golden(bad)
 
 
 def test_golden_never_overwrites_another_manifest(tmp_path, capsys):
@@ -164,3 +213,180 @@ def test_an_empty_npz_is_an_npz(gold, tmp_path, capsys):
     np.savez(tmp_path / "empty.npz")
     assert main(["compare", str(gold), str(tmp_path / "empty.npz")]) == 1
     assert "NOTHING COMPARED" in capsys.readouterr().out
+
+
+# --- the property suite: ports that break the protocol ---------------------------------
+FACTORIES = '''
+from adaref.crosscheck.reference import AdarefPort
+
+class NoForward:
+    def gradients(self, *a, **kw):
+        return {}
+
+class ForwardNotCallable:
+    forward = 3
+
+class GradientsNotCallable(AdarefPort):
+    gradients = None
+
+def nothing(config, vocab_sizes, weights, dtype):
+    return object()
+
+def none(config, vocab_sizes, weights, dtype):
+    return None
+
+def no_forward(config, vocab_sizes, weights, dtype):
+    return NoForward()
+
+def forward_not_callable(config, vocab_sizes, weights, dtype):
+    return ForwardNotCallable()
+
+def gradients_not_callable(config, vocab_sizes, weights, dtype):
+    return GradientsNotCallable(config, vocab_sizes, weights, dtype)
+'''
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("nothing", "the factory returned <object object at "),
+    ("none", "the factory returned None, not a port: it has no method forward(ids, labels, *, k, form, lambdas)"),
+    ("no_forward", "NoForward object at"),
+    ("forward_not_callable", "not a port: it has no method forward("),
+    ("gradients_not_callable", "not a port: it has a 'gradients' attribute that is not a method"),
+])
+def test_a_factory_that_returns_no_port_is_a_usage_error(tmp_path, monkeypatch, capsys, factory, message):
+    """Checked against the adapter protocol before any case runs: exit 2 naming what is
+    missing, not a 'disagreement' found by the cases."""
+    (tmp_path / "xc_factories.py").write_text(FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["test", f"xc_factories:{factory}", "--examples", "3"]) == 2
+    out = capsys.readouterr()
+    assert message in out.err and "adapter protocol" in out.err and "Traceback" not in out.err, out.err
+    assert "FAIL" not in out.out and "configurations" not in out.out
+
+
+class _Port:
+    """adaref itself (the reference port), with one defect chosen by a subclass."""
+
+    def __init__(self, config, vocab_sizes, weights, dtype):
+        from adaref.crosscheck.reference import AdarefPort
+        self.ref = AdarefPort(config, vocab_sizes, weights, dtype)
+
+    def forward(self, ids, labels, *, k, form, lambdas):
+        return self.ref.forward(ids, labels, k=k, form=form, lambdas=lambdas)
+
+    def gradients(self, ids, labels, *, k, form, lambdas):
+        return self.ref.gradients(ids, labels, k=k, form=form, lambdas=lambdas)
+
+
+class _LeavesOut(_Port):
+    def forward(self, ids, labels, **kw):
+        out = super().forward(ids, labels, **kw)
+        del out["loss.total"]
+        return out
+
+
+class _AddsOne(_Port):
+    def forward(self, ids, labels, **kw):
+        return {**super().forward(ids, labels, **kw), "layers.9.output": np.zeros(1)}
+
+
+class _Raises(_Port):
+    def forward(self, ids, labels, **kw):
+        raise RuntimeError("boom in forward")
+
+
+class _GradientsRaise(_Port):
+    def gradients(self, ids, labels, **kw):
+        raise FloatingPointError("boom in gradients")
+
+
+class _NotAMapping(_Port):
+    def forward(self, ids, labels, **kw):
+        return [1, 2, 3]
+
+
+class _NoGradients:
+    def __init__(self, *args):
+        self.port = _Port(*args)
+
+    def forward(self, ids, labels, **kw):
+        return self.port.forward(ids, labels, **kw)
+
+
+def _fails_deep(config, vocab_sizes, weights, dtype):
+    """Builds the suite's one-layer trial port, refuses any deeper model."""
+    if config.num_layers > 1:
+        raise NotImplementedError("one layer only")
+    return _Port(config, vocab_sizes, weights, dtype)
+
+
+_calls = {"n": 0}
+
+
+class _Flaky(_Port):
+    """Its first answer differs from every later answer to the same case."""
+
+    def forward(self, ids, labels, **kw):
+        out = super().forward(ids, labels, **kw)
+        _calls["n"] += 1
+        if _calls["n"] == 1:
+            out["prob"] = out["prob"] + 1e-3
+        return out
+
+
+def _suite(factory, **kw):
+    import io
+    out = io.StringIO()
+    result = run_suite(factory, examples=kw.pop("examples", 6), seed=0, dtypes=("float64",), out=out, **kw)
+    return result, out.getvalue()
+
+
+@pytest.mark.parametrize("factory, name, status, words", [
+    (_LeavesOut, "loss.total", "missing", "the port did not return it"),
+    (_AddsOne, "layers.9.output", "extra", "adaref does not record it"),
+    (_Raises, "(port.forward)", "error", "RuntimeError: boom in forward"),
+    (_GradientsRaise, "(port.gradients)", "error", "FloatingPointError: boom in gradients"),
+    (_NotAMapping, "(port.forward)", "error", "TypeError"),
+    (_fails_deep, "(port build)", "error", "NotImplementedError: one layer only"),
+])
+def test_the_suite_names_a_port_s_protocol_faults(factory, name, status, words):
+    result, text = _suite(factory, gradients=factory is _GradientsRaise)   # forward only: faster shrinking
+    assert not result.passed and result.first.name == name and result.first.status == status, text
+    assert words in result.first.message and "smallest failing configuration" in text, text
+    assert f"first divergent tensor: {name}: {status}: " in text
+    if factory is _fails_deep:
+        assert result.case.num_layers == 2                       # shrunk to the smallest deep model
+
+
+def test_a_port_without_gradients_is_checked_forward_only():
+    result, text = _suite(_NoGradients, examples=3)
+    assert "the port has no gradients method; comparing forward passes only" in text
+    assert result.passed and "PASS: 3 configurations agree on every named intermediate\n" in text, text
+
+
+def test_a_flaky_port_is_reported_as_such():
+    _calls["n"] = 0
+    result, text = _suite(_Flaky)
+    assert not result.passed, text
+    assert "FAIL: the port gave different answers to the same case when it was run again" in text
+    assert "a failing configuration:" in text and "first divergent tensor: prob: values" in text
+
+
+def test_an_error_inside_the_suite_is_reported_not_raised(monkeypatch):
+    """adaref itself failing on a generated case (never seen; the branch exists so that
+    such a bug is reported with its configuration rather than as a traceback)."""
+    import adaref.crosscheck.suite as suite
+
+    def broken(*args, **kw):
+        raise ArithmeticError("adaref broke")
+    monkeypatch.setattr(suite, "forward", broken)
+    result, text = _suite(_Port, examples=2, gradients=False)
+    assert not result.passed and "FAIL: ArithmeticError: adaref broke" in text, text
+
+
+def test_the_suite_without_hypothesis(monkeypatch, capsys):
+    import sys
+    monkeypatch.setitem(sys.modules, "hypothesis", None)
+    assert main(["test", "adaref.crosscheck.reference:build"]) == 2
+    err = capsys.readouterr().err
+    assert "the property suite needs Hypothesis: pip install 'adaref[test]'" in err and "Traceback" not in err

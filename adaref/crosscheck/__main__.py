@@ -2,7 +2,8 @@
 implementation against adaref.
 
 Exit status: 0 the implementations agree (or the command succeeded), 1 they disagree,
-2 a usage or configuration error (the message names the flag, file or tensor).
+2 a usage or configuration error (the message names the flag, file or tensor; also out
+of memory and a file the OS refuses), 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ serving graph) against adaref: same weights in, same intermediates and gradients
   compare  their dump (.npz) against a golden directory; names the first divergent tensor
   test     run a property suite (Hypothesis) against a port given as MODULE:FACTORY
 
-Exit status: 0 agree, 1 disagree, 2 usage or configuration error.
+Exit status: 0 agree, 1 disagree, 2 usage or configuration error, 130 interrupted.
 """
 
 
@@ -117,10 +118,12 @@ def cmd_spec(args) -> int:
 
     cfg, preset = _model_config(args)
     if args.data:
+        from adaref.crosscheck.golden import refuse_golden_as_data
         from adaref.data import open_encoded
         try:
+            refuse_golden_as_data(args.data)
             vocab = open_encoded(args.data).vocab_sizes
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError) as e:         # GoldenError is a ValueError
             raise UsageError(f"--data {args.data}: {e}") from None
     else:
         vocab = _synthetic_vocab(args, preset, np.random.default_rng([args.seed, 1]))
@@ -282,6 +285,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from adaref.config import ConfigError
+
     p = parser()
     args = p.parse_args(argv)
     if args.command is None:
@@ -290,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except UsageError as e:
+        print(f"adaref.crosscheck {args.command}: {e}", file=sys.stderr)
+        return 2
+    except ConfigError as e:      # the model itself refused (e.g. too large for memory: --dim, --fields)
         print(f"adaref.crosscheck {args.command}: {e}", file=sys.stderr)
         return 2
     except MemoryError:

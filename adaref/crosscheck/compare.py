@@ -108,6 +108,59 @@ class Report:
         return "\n".join(lines)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _list_of(kind, check):
+    return (f"a list of {kind}", lambda v: isinstance(v, list) and all(check(x) for x in v))
+
+
+def _STR(v) -> bool:
+    return isinstance(v, str)
+
+
+_DICT = ("a JSON object", lambda v: isinstance(v, dict))
+
+#: manifest.json's fields as ``golden`` writes them: (required, what, check). The
+#: required ones are those ``compare`` reads; the others are checked when present.
+MANIFEST_FIELDS = {
+    "forms": (True, *_list_of("form names", _STR)),
+    "gradient_form": (True, "a form name (a string)", _STR),
+    "outputs": (True, *_list_of("tensor names", _STR)),
+    "gradients": (True, *_list_of("tensor names", _STR)),
+    "preset": (False, "a preset name or null", lambda v: v is None or isinstance(v, str)),
+    "config": (False, *_DICT),
+    "vocab_sizes": (False, *_list_of("positive integers", lambda x: _is_int(x) and x > 0)),
+    "seed": (False, "an integer", _is_int),
+    "batch": (False, "a positive integer", lambda v: _is_int(v) and v > 0),
+    "k": (False, "a positive integer", lambda v: _is_int(v) and v > 0),
+    "lambdas": (False, *_DICT),
+    "tolerances": (False, *_DICT),
+    "source": (False, *_DICT),
+    "versions": (False, *_DICT),
+    "spec": (False, *_DICT),
+}
+
+
+def check_manifest(manifest: dict, path) -> None:
+    """Every field of a golden manifest has the type ``golden`` writes (a GoldenError
+    naming the file and the first field that has not)."""
+    damaged = "the golden set is damaged: write it again with golden"
+    for name, (required, what, check) in MANIFEST_FIELDS.items():
+        if name not in manifest:
+            if required:
+                raise GoldenError(f"{path}: has no field {name!r} ({what}); {damaged}")
+            continue
+        value = manifest[name]
+        if not check(value):
+            shown = repr(value) if len(repr(value)) <= 40 else f"a {type(value).__name__}"
+            raise GoldenError(f"{path}: field {name!r} is {shown}, expected {what}; {damaged}")
+    if manifest["gradient_form"] not in manifest["forms"]:
+        raise GoldenError(f"{path}: field 'gradient_form' is {manifest['gradient_form']!r}, not one of its "
+                          f"forms {manifest['forms']}; {damaged}")
+
+
 def load_golden(directory: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """(manifest, {name: array} of outputs then gradients, in order)."""
     d = Path(directory)
@@ -126,6 +179,7 @@ def load_golden(directory: str | os.PathLike) -> tuple[dict, dict[str, np.ndarra
     if not isinstance(manifest.get("dtype"), str) or manifest["dtype"] not in TOLERANCES:
         raise GoldenError(f"{d / 'manifest.json'}: dtype {manifest.get('dtype')!r} is not one of "
                           f"{', '.join(TOLERANCES)}")
+    check_manifest(manifest, d / "manifest.json")
     tensors: dict[str, np.ndarray] = {}
     for f, key in (("outputs.npz", "outputs"), ("grads.npz", "gradients")):
         try:

@@ -72,15 +72,21 @@ def data_inputs(directory: str, batch: int, split: str):
     """The first ``batch`` rows of ``split`` of a prepared data directory."""
     from adaref.data import open_encoded
 
-    if is_golden(Path(directory)):
-        raise GoldenError(f"{directory}: is a golden set, not a prepared data directory "
-                          f"(python -m adaref.data prepare writes those)")
+    refuse_golden_as_data(directory)
     data = open_encoded(directory)
     ids, labels = data.subset(split)
     if len(ids) < batch:
         raise GoldenError(f"{directory}: the {split} split has {len(ids)} rows, fewer than --batch {batch}")
     return (data.vocab_sizes, np.asarray(ids[:batch], dtype=np.int64),
             np.asarray(labels[:batch], dtype=np.float64), data.oov_embedding)
+
+
+def refuse_golden_as_data(directory) -> None:
+    """A GoldenError if ``directory``, given as ``--data``, is a golden set (which the data
+    reader would call damaged and advise deleting)."""
+    if is_golden(Path(directory)):
+        raise GoldenError(f"{directory}: is a golden set, not a prepared data directory "
+                          f"(python -m adaref.data prepare writes those)")
 
 
 def is_golden(directory: Path) -> bool:

@@ -252,7 +252,11 @@ def run_suite(factory, *, examples: int = 40, seed: int = 0, presets=("paper", "
             raise AssertionError(f"first divergent tensor {bad[0].name}: {bad[0].status}: {bad[0].message}")
 
     prop = hypothesis.seed(seed)(prop)
-    _trial(factory, presets, dtypes)
+    port = _trial(factory, presets, dtypes)
+    if gradients and not hasattr(port, "gradients"):
+        gradients = False
+        print("adaref.crosscheck test: the port has no gradients method; comparing forward passes only",
+              file=out)
     print(f"adaref.crosscheck test: up to {examples} generated configurations "
           f"(presets {', '.join(presets)}; {', '.join(dtypes)}), seed {seed}", file=out)
     buffer = io.StringIO()
@@ -287,14 +291,40 @@ def run_suite(factory, *, examples: int = 40, seed: int = 0, presets=("paper", "
     return SuiteResult(False, seen["n"], case, first, last.get("failures", 0))
 
 
-def _trial(factory, presets, dtypes) -> None:
-    """Build one port before the suite starts: a factory that cannot build one at all
-    (a missing dependency, a wrong signature) is a usage error, not a divergence."""
+def _trial(factory, presets, dtypes):
+    """Build one port before the suite starts (and return it): a factory that cannot
+    build one at all (a missing dependency, a wrong signature) or builds something that
+    is not a port is a usage error, not a divergence."""
     case = Case(preset=presets[0], dtype=dtypes[0], fields=2, dim=2, num_layers=1, combine="gates",
                 gate_input="x0", norm="layernorm", load_fraction="argmax", z_loss=False, controller=True,
                 train_form="soft", form="soft", k=1, batch=1, tied_experts=False, shallow=False, seed=0)
     cfg, vocab, model, *_ = build_case(case)
     try:
-        factory(cfg, list(vocab), model.state_dict(), np.dtype(case.dtype))
+        port = factory(cfg, list(vocab), model.state_dict(), np.dtype(case.dtype))
     except Exception as e:     # noqa: BLE001
         raise SuiteError(f"the factory cannot build a port: {type(e).__name__}: {e}") from None
+    check_port(port)
+    return port
+
+
+def check_port(port) -> None:
+    """A SuiteError unless ``port`` follows the adapter protocol
+    (:class:`adaref.crosscheck.adapter.Port`): a callable ``forward``, and ``gradients``
+    callable if it is there. Names what is missing."""
+    from adaref.crosscheck.adapter import Port
+
+    problems = []
+    if not isinstance(port, Port) or not callable(getattr(port, "forward", None)):
+        problems.append("no method forward(ids, labels, *, k, form, lambdas)")
+    if hasattr(port, "gradients") and not callable(port.gradients):
+        problems.append("a 'gradients' attribute that is not a method "
+                        "(optional: gradients(ids, labels, *, k, form, lambdas))")
+    if problems:
+        raise SuiteError(f"the factory returned {_short(port)}, not a port: it has "
+                         f"{' and '.join(problems)} (the adapter protocol: adaref.crosscheck.adapter, "
+                         f"docs/crosscheck.md 'Adapter protocol')")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

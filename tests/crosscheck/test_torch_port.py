@@ -308,6 +308,34 @@ def test_adapter_protocol_and_factory():
         port.forward(ids + 10, np.zeros(4), k=2, form="hard", lambdas=LAMBDAS)
 
 
+def _without_controller():
+    cfg = config("paper", controller={"enabled": False})
+    return tp.build(cfg, VOCAB, random_weights(cfg, np.random.default_rng(0)), np.float64)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda port, ids: port.forward(ids[0], np.zeros(4), k=2, form="hard", lambdas=LAMBDAS), ValueError,
+     r"ids must be \(B, 5\) with B >= 1, got \(5,\)"),
+    (lambda port, ids: port.forward(ids[:0], np.zeros(0), k=2, form="hard", lambdas=LAMBDAS), ValueError,
+     r"with B >= 1, got \(0, 5\)"),
+    (lambda port, ids: port.forward(ids.astype(float), np.zeros(4), k=2, form="hard", lambdas=LAMBDAS),
+     TypeError, r"ids must be integers, got float64"),
+    (lambda port, ids: port.forward(ids, np.zeros(4), k=True, form="hard", lambdas=LAMBDAS), ValueError,
+     r"k must be an integer in \[1, 5\], got True"),
+    (lambda port, ids: port.forward(ids, np.zeros(4), k=2, form="sideways", lambdas=LAMBDAS), ValueError,
+     r"form must be one of .*got 'sideways'"),
+    (lambda port, ids: _without_controller().forward(ids, np.zeros(4), k=2, form="hard", lambdas=LAMBDAS),
+     ValueError, r"form 'hard' needs the controller"),
+    (lambda port, ids: tp.build(port.config, VOCAB, random_weights(port.config, np.random.default_rng(0)),
+                                np.float16), TypeError, r"dtype must be float32 or float64, got float16"),
+])
+def test_the_port_refuses_bad_arguments(call, error, message):
+    cfg = config("paper")
+    port = tp.build(cfg, VOCAB, random_weights(cfg, np.random.default_rng(0)), np.float64)
+    with pytest.raises(error, match=message):
+        call(port, random_ids(np.random.default_rng(1), 4))
+
+
 def test_import_adaref_never_imports_torch():
     code = ("import sys, adaref, adaref.crosscheck, adaref.crosscheck.reference, "
             "adaref.crosscheck.adapter; assert 'torch' not in sys.modules, 'torch imported'")
