@@ -126,12 +126,17 @@ def test_resume_refuses_a_missing_best_npz_instead_of_scoring_the_last_weights(f
 
 def test_resume_refuses_a_foreign_best_npz_or_metrics_json(finished, tmp_path, capsys):
     other = tmp_path / "other"
-    assert train.main(FAST + ["--out", str(other), "--train.batch_size", "128"]) == 0
+    assert train.main(FAST + ["--out", str(other), "--train.optimizer.options", '{"lr": 0.003}']) == 0
     out = tmp_path / "copy"
     shutil.copytree(finished, out)
     shutil.copy(other / "best.npz", out / "best.npz")
     assert train.main(["--resume", str(out), "--quiet"]) == 1
     assert "comes from another run" in capsys.readouterr().err
+    shorter = tmp_path / "shorter"                      # another batch size: another epoch length
+    assert train.main(FAST + ["--out", str(shorter), "--train.batch_size", "128"]) == 0
+    shutil.copy(shorter / "best.npz", out / "best.npz")
+    assert train.main(["--resume", str(out), "--quiet"]) == 1
+    assert "first difference at model.steps_per_epoch" in capsys.readouterr().err
     shutil.copy(finished / "best.npz", out / "best.npz")
     metrics = json.loads((out / "metrics.json").read_text())
     metrics["best_step"] = 3 if metrics["best_step"] != 3 else 6
