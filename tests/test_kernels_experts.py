@@ -135,8 +135,7 @@ def test_attention_twins_agree_within_bound(data, nb, nf, nh, dh, dtype):
     empty = lambda *s: np.zeros(s, dtype=dtype)  # noqa: E731
     fwd = run_both(lambda o, a: katt.attention_forward(o, a, q, k, v, mask, 0.7),
                    empty(nb, nf, nh, dh), empty(nb, nh, nf, nf))
-    a = fwd["numpy"][1]
-    bwd = run_both(lambda gq, gk, gv: katt.attention_backward(gq, gk, gv, go, q, k, v, a, 0.7),
+    bwd = run_both(lambda gq, gk, gv: katt.attention_backward(gq, gk, gv, go, q, k, v, mask, 0.7),
                    *[empty(nb, nf, nh, dh)] * 3)
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     for x, y in list(zip(fwd["numba"], fwd["numpy"])) + list(zip(bwd["numba"], bwd["numpy"])):
@@ -150,6 +149,46 @@ def test_attention_twins_agree_within_bound(data, nb, nf, nh, dh, dtype):
             o = empty(nb, nf, nh, dh)
             katt.attention_forward(o, None, q, k, v, mask, 0.7)
         np.testing.assert_array_equal(o, fwd[backend][0])
+
+
+@given(st.data(), st.integers(1, 70), st.integers(1, 7), st.integers(1, 3), st.integers(1, 4),
+       st.sampled_from(DTYPES))
+def test_attention_backward_recomputes_the_forwards_probabilities_exactly(data, nb, nf, nh, dh, dtype):
+    """The backward kernel keeps no probabilities from the forward: it recomputes them.
+    On each backend they are bit-identical to what the forward writes into ``a``, and
+    the gradients bit-identical to the VJP formula applied to that saved ``a``."""
+    import numba
+
+    q, k, v, go = arrays(data.draw, dtype, *[(nb, nf, nh, dh)] * 4)
+    mask = np.asarray(data.draw(hnp.arrays(bool, (nb, nf))))
+    mask[:, data.draw(st.integers(0, nf - 1))] = True
+    for backend in kernels.BACKENDS:
+        with kernels.use_backend(backend):
+            o, a = np.empty_like(q), np.empty((nb, nh, nf, nf), dtype)
+            katt.attention_forward(o, a, q, k, v, mask, 0.7)
+            grads = [np.empty_like(q) for _ in range(3)]
+            katt.attention_backward(*grads, go, q, k, v, mask, 0.7)
+        if backend == "numpy":
+            np.testing.assert_array_equal(katt._probabilities_numpy(q, k, mask, 0.7), a)
+            goh = go.transpose(0, 2, 1, 3)                   # the VJP from the saved a
+            qh, kh, vt = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)
+            ga = np.matmul(goh, vt)
+            gs = a * (ga - (ga * a).sum(axis=-1, keepdims=True))
+            gs *= 0.7
+            expected = [np.matmul(gs, kh).transpose(0, 2, 1, 3),
+                        np.matmul(gs.transpose(0, 1, 3, 2), qh).transpose(0, 2, 1, 3),
+                        np.matmul(a.transpose(0, 1, 3, 2), goh).transpose(0, 2, 1, 3)]
+            for got, want in zip(grads, expected):
+                np.testing.assert_array_equal(got, want)
+        else:                       # the routine both Numba kernels call, stored as a is
+            st_, qt, m, inv, pow2 = (np.empty((nf, nf)), np.empty((dh, nf)), np.empty(nf),
+                                     np.empty(nf), np.empty(nf * nf))
+            for b in {0, nb - 1}:
+                for h in range(nh):
+                    katt.probabilities_loop(st_, qt, m, inv, pow2, q, k, mask, 0.7, b, h)
+                    np.testing.assert_array_equal(st_.T.astype(dtype), a[b, h])
+            if isinstance(katt.probabilities_loop, numba.core.registry.CPUDispatcher):  # JIT on
+                assert not katt.probabilities_loop.targetoptions.get("fastmath")
 
 
 def test_exp_nonpositive_within_two_ulp_and_exact_zero_below_its_range():

@@ -34,7 +34,7 @@ from adaref.kernels.conv import col2im, im2col, maxpool_backward, maxpool_forwar
 from adaref.kernels.hadamard import (ACT_LINEAR, ACT_RELU, BIAS_INSIDE, BIAS_NONE,
                                      BIAS_OUTSIDE, bias_act_backward, bias_act_forward,
                                      hadamard_backward, hadamard_forward)
-from adaref.tensor import Function, ShapeError, Tensor, is_grad_enabled
+from adaref.tensor import Function, ShapeError, Tensor
 
 FUSED_ACTIVATIONS = {"linear": ACT_LINEAR, "relu": ACT_RELU}
 BIAS_MODES = {None: BIAS_NONE, "outside": BIAS_OUTSIDE, "inside": BIAS_INSIDE}
@@ -150,26 +150,25 @@ class Attention(Function):
     """o = softmax(scale q k^T, masked keys -inf) v per example and head.
 
     Shapes: q, k, v (B, F, H, dh) -> o (B, F, H, dh); mask (B, F) bool (a constant).
-    VJP in :mod:`adaref.kernels.attention`.
+    VJP in :mod:`adaref.kernels.attention`. Saved for it: q, k, v (the projections'
+    outputs, kept by the graph in any case) and the mask; the probabilities
+    (B, H, F, F), twice the size of q, k and v together at F = 39, dh = 8, are
+    recomputed by the backward kernel with the forward's arithmetic (bit-identical).
     """
 
     name = "attention"
 
     def forward(self, q, k, v, mask=None, scale=1.0):
         self.q, self.k, self.v = (np.ascontiguousarray(t) for t in (q, k, v))
-        self.scale = scale
-        nb, nf, nh, _ = q.shape
+        self.mask, self.scale = mask, scale
         o = np.empty_like(self.q)                                    # (B, F, H, dh)
-        # the probabilities are kept only when a backward pass can follow
-        keep = is_grad_enabled() and any(self.needs_grad)
-        self.a = np.empty((nb, nh, nf, nf), dtype=q.dtype) if keep else None   # (B, H, F, F)
-        attention_forward(o, self.a, self.q, self.k, self.v, mask, scale)
+        attention_forward(o, None, self.q, self.k, self.v, mask, scale)
         return o
 
     def backward(self, g):
         gq, gk, gv = (np.empty_like(self.q) for _ in range(3))
         attention_backward(gq, gk, gv, np.ascontiguousarray(g), self.q, self.k, self.v,
-                           self.a, self.scale)
+                           self.mask, self.scale)
         return gq, gk, gv
 
 
