@@ -191,6 +191,48 @@ def test_attention_backward_recomputes_the_forwards_probabilities_exactly(data, 
                 assert not katt.probabilities_loop.targetoptions.get("fastmath")
 
 
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding,act", [((1, 1), "relu"), ((0, 0), "linear")])
+def test_conv_and_pool_keep_no_windows_and_the_smallest_index(backend, dtype, padding, act):
+    """Conv1dAct keeps x, not its (B, T, K*C) windows: the backward builds them again
+    (im2col copies), so values and gradients are those of the saved-windows formula to
+    the last bit. MaxPool1d keeps each window's winner in one byte."""
+    rng = np.random.default_rng(5)
+    nb, length, c, width, o, p = 33, 39, 4, 3, 5, 2
+    x0, W0, b0 = (rng.standard_normal(s).astype(dtype) for s in [(nb, length, c), (width, c, o), (o,)])
+    with kernels.use_backend(backend):
+        x, W, b = (Tensor(a, requires_grad=True) for a in (x0, W0, b0))
+        h = fused.conv1d_act(x, W, b, padding, act)
+        y = fused.maxpool1d(h, p)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        y.backward(g)
+        windows = nb * (length + sum(padding) - width + 1) * width * c
+        for ctx in (h._ctx, y._ctx):
+            assert all(v.size < windows for v in vars(ctx).values() if isinstance(v, np.ndarray))
+        assert y._ctx.index.dtype == np.uint8
+        # the saved-windows formula, with the kernels directly
+        t_out = length + sum(padding) - width + 1
+        cols = np.empty((nb, t_out, width * c), dtype=dtype)
+        khad_act = fused.FUSED_ACTIVATIONS[act]
+        kconv.im2col(cols, x0, padding[0])
+        z = cols.reshape(nb * t_out, width * c) @ W0.reshape(width * c, o)
+        khad.bias_act_forward(z, z, b0, khad_act)
+        pooled, index = np.empty(y.shape, dtype), np.empty(y.shape, np.int64)
+        kconv.maxpool_forward(pooled, index, z.reshape(nb, t_out, o), p)
+        gh = np.empty((nb, t_out, o), dtype)
+        kconv.maxpool_backward(gh, g, index, p)
+        gz, gb = np.empty((nb * t_out, o), dtype), np.empty(o, dtype)
+        khad.bias_act_backward(gz, gb, gh.reshape(nb * t_out, o), z, khad_act)
+        gcols = (gz @ W0.reshape(width * c, o).T).reshape(cols.shape)
+        gx = np.empty_like(x0)
+        kconv.col2im(gx, gcols, padding[0])
+        gW = (cols.reshape(nb * t_out, width * c).T @ gz).reshape(W0.shape)
+    for got, want in [(h.data, z.reshape(h.shape)), (y.data, pooled), (x.grad, gx), (W.grad, gW),
+                      (b.grad, gb)]:
+        np.testing.assert_array_equal(got, want)
+
+
 def test_exp_nonpositive_within_two_ulp_and_exact_zero_below_its_range():
     import numba
 

@@ -223,6 +223,9 @@ class Conv1dAct(Function):
 
     Forward: cols = im2col(x) (B, T, K*C); y = act(cols @ W.reshape(K*C, O) + b).
     VJP with gz = g * act'(.): gW = cols^T gz, gb = sum gz, gx = col2im(gz W^T).
+    Saved: x (the graph keeps it in any case) and y; cols, K times the size of x, is
+    a temporary of each direction (im2col only copies, so the backward's cols equal
+    the forward's).
     """
 
     name = "conv1d_act"
@@ -230,15 +233,20 @@ class Conv1dAct(Function):
     def forward(self, x, W, b, pad_left=0, pad_right=0, act=ACT_LINEAR):
         nb, length, c = x.shape
         width, _, n_out = W.shape
-        self.shape, self.W_shape, self.pad_left, self.act = x.shape, W.shape, pad_left, act
+        self.x, self.W_shape, self.pad_left, self.act = np.ascontiguousarray(x), W.shape, pad_left, act
         t_out = length + pad_left + pad_right - width + 1
-        self.cols = np.empty((nb, t_out, width * c), dtype=x.dtype)  # (B, T, K*C)
-        im2col(self.cols, np.ascontiguousarray(x), pad_left)
         self.W2 = W.reshape(width * c, n_out)                        # (K*C, O)
-        y = self.cols.reshape(nb * t_out, width * c) @ self.W2       # (B*T, O)  BLAS
+        y = self._cols(t_out) @ self.W2                              # (B*T, O)  BLAS
         bias_act_forward(y, y, b, act)
         self.y = y
         return y.reshape(nb, t_out, n_out)
+
+    def _cols(self, t_out: int) -> np.ndarray:
+        """im2col(x) as a (B*T, K*C) matrix."""
+        nb, _, c = self.x.shape
+        cols = np.empty((nb, t_out, self.W2.shape[0]), dtype=self.x.dtype)   # (B, T, K*C)
+        im2col(cols, self.x, self.pad_left)
+        return cols.reshape(nb * t_out, self.W2.shape[0])
 
     def backward(self, g):
         nb, t_out, n_out = g.shape
@@ -247,12 +255,12 @@ class Conv1dAct(Function):
         bias_act_backward(gz, gb, g2, self.y, self.act)
         gx = gW = None
         if self.needs_grad[0]:
-            gcols = (gz @ self.W2.T).reshape(self.cols.shape)        # (B, T, K*C)
-            gx = np.empty(self.shape, dtype=g.dtype)                 # (B, L, C)
+            gcols = (gz @ self.W2.T).reshape(nb, t_out, self.W2.shape[0])   # (B, T, K*C)
+            gx = np.empty(self.x.shape, dtype=g.dtype)               # (B, L, C)
             col2im(gx, gcols, self.pad_left)
+            del gcols
         if self.needs_grad[1]:
-            cols2 = self.cols.reshape(nb * t_out, self.W2.shape[0])  # (B*T, K*C)
-            gW = (cols2.T @ gz).reshape(self.W_shape)                # (K, C, O)
+            gW = (self._cols(t_out).T @ gz).reshape(self.W_shape)    # (K, C, O)
         return gx, gW, gb
 
 
@@ -279,7 +287,9 @@ def conv1d_act_composed(x: Tensor, W: Tensor, b: Tensor, padding: tuple[int, int
 class MaxPool1d(Function):
     """y[b, t, c] = max_{r < p} x[b, t p + r, c]: x (B, T, C) -> y (B, T // p, C).
 
-    VJP: the gradient goes to the window's first maximal position, 0 elsewhere.
+    VJP: the gradient goes to the window's first maximal position, 0 elsewhere. The
+    winning position r < p of each output is saved in the smallest unsigned integer
+    type that holds p - 1 (one byte for any window up to 256).
     """
 
     name = "maxpool1d"
@@ -288,7 +298,7 @@ class MaxPool1d(Function):
         nb, length, c = x.shape
         self.shape, self.p = x.shape, p
         y = np.empty((nb, length // p, c), dtype=x.dtype)            # (B, To, C)
-        self.index = np.empty(y.shape, dtype=np.int64)
+        self.index = np.empty(y.shape, dtype=np.min_scalar_type(p - 1))
         maxpool_forward(y, self.index, np.ascontiguousarray(x), p)
         return y
 
