@@ -73,6 +73,7 @@ _ELEMENTWISE = {name: [f"{_OPS_FILE}::test_{test}"] for name, test in [
     ("Gelu", "gelu"), ("GetItem", "getitem"), ("Log", "log"), ("LogSoftmax", "log_softmax"),
     ("MatMul", "matmul"), ("Max", "max"), ("Mean", "mean"), ("Mul", "mul"), ("Neg", "neg"),
     ("Pow", "pow_tensor_exponent"), ("Relu", "relu"), ("Reshape", "reshape"),
+    ("ScaledMatMul", "scaled_matmul"),
     ("ScatterAdd", "scatter_add"), ("Sigmoid", "sigmoid"), ("Sqrt", "sqrt"), ("Stack", "stack"),
     ("Sub", "sub"), ("Sum", "sum"), ("Take", "take"), ("Tanh", "tanh"), ("Transpose", "transpose"),
     ("Where", "where")]}
