@@ -148,12 +148,20 @@ class Tensor:
         self.grad = None
 
     # --- reverse mode ---------------------------------------------------------
-    def backward(self, grad: Any = None, inputs: Sequence["Tensor"] | None = None) -> None:
+    def backward(self, grad: Any = None, inputs: Sequence["Tensor"] | None = None,
+                 retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires it.
 
         ``grad`` is the upstream gradient (the vector of the vector-Jacobian product);
         it may be omitted only for a single-element tensor, and is read in this tensor's
         dtype. Gradients add up across calls until :meth:`zero_grad`.
+
+        The pass consumes the graph: as soon as an op's backward has run, the op drops
+        what its forward saved and its links to its inputs (:meth:`Function.release`),
+        so an intermediate array is freed once nothing else holds it, and the memory of
+        a backward pass shrinks as it goes instead of adding its gradients on top of the
+        whole forward graph. A second pass through the same graph raises; to go
+        through it twice, pass ``retain_graph=True`` to the first (nothing is released).
 
         ``inputs``: compute the gradients of these leaves only. The graph is pruned to
         the ops that lie on a path from one of them to ``self``; every other op's
@@ -184,20 +192,26 @@ class Tensor:
         needed = None if inputs is None else _on_paths_to(order, inputs)
         pending: dict[int, np.ndarray | RowSparseGrad] = {id(self): grad}  # summed so far
         owned: set[int] = set()   # pending sums held in arrays this pass allocated itself
-        for node in reversed(order):
+        while order:               # outputs before inputs; a node leaves the list when done
+            node = order.pop()
             g = pending.pop(id(node), None)
-            if g is None or (needed is not None and id(node) not in needed):
-                continue
-            if node._ctx is None:      # a leaf: keep its gradient, adding across calls
-                node.grad = _private(g) if node.grad is None else accumulate(node.grad, g)
-                continue
+            owned.discard(id(node))
             ctx = node._ctx
-            for parent, pg in zip(ctx.parents, _vjp(ctx, dense(g), needed)):
-                if pg is None or not parent.requires_grad or (needed is not None and id(parent) not in needed):
-                    continue
-                if not isinstance(pg, RowSparseGrad):
-                    pg = unbroadcast(pg, parent.shape)
-                _add_pending(pending, owned, parent, pg)
+            if ctx is None:            # a leaf: keep its gradient, adding across calls
+                if g is not None and (needed is None or id(node) in needed):
+                    node.grad = _private(g) if node.grad is None else accumulate(node.grad, g)
+                continue
+            if g is not None and (needed is None or id(node) in needed):
+                for parent, pg in zip(ctx.parents, _vjp(ctx, dense(g), needed)):
+                    if (pg is None or not parent.requires_grad
+                            or (needed is not None and id(parent) not in needed)):
+                        continue
+                    if not isinstance(pg, RowSparseGrad):
+                        pg = unbroadcast(pg, parent.shape)
+                    _add_pending(pending, owned, parent, pg)
+            del g
+            if not retain_graph:
+                ctx.release()
 
     # Operators (a + b, a @ b, x[i]) and methods (x.sum(), x.exp(), x.T, ...) are thin
     # wrappers over the op functions; adaref.ops attaches them (ops -> tensor, one way).
@@ -220,6 +234,10 @@ def _topological_order(root: Tensor) -> list[Tensor]:
             continue
         seen.add(id(node))
         stack.append((node, True))
+        if node._ctx is not None and node._ctx.released:
+            raise RuntimeError(f"backward: the graph through {node._ctx.name} was already released by an "
+                               f"earlier backward pass; pass retain_graph=True to that pass to go "
+                               f"through the graph twice")
         if node._ctx is not None:
             stack.extend((p, False) for p in node._ctx.parents
                          if p.requires_grad and id(p) not in seen)
@@ -313,10 +331,12 @@ class Function:
       ``self.needs_grad[i]`` is False or the input is not differentiable). A gradient
       may have the broadcast output shape: the engine reduces it.
 
-    ``apply`` checks dtypes, runs ``forward`` and links the result into the graph.
+    ``apply`` checks dtypes, runs ``forward`` and links the result into the graph;
+    :meth:`release` (called by the engine once ``backward`` has run) unlinks it.
     """
 
     name = "op"
+    released = False
 
     def __init__(self, parents: Sequence[Tensor]):
         self.parents = tuple(parents)
@@ -337,6 +357,12 @@ class Function:
 
     def forward(self, *arrays: np.ndarray, **options: Any) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def release(self) -> None:
+        """Drop everything ``forward`` saved and the links to the inputs, so that their
+        arrays can be freed; the op can no longer run ``backward``."""
+        self.__dict__.clear()
+        self.parents, self.needs_grad, self.released = (), (), True
 
     def backward(self, grad: np.ndarray) -> tuple:
         raise NotImplementedError(f"{type(self).__name__}.backward")
