@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adaref import Tensor, kernels
+from adaref import Tensor, kernels, ops
 from adaref.experts import fused
 from adaref.kernels import attention as katt
 from adaref.kernels import conv as kconv
@@ -233,6 +233,49 @@ def test_conv_and_pool_keep_no_windows_and_the_smallest_index(backend, dtype, pa
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["linear", "relu"])
+def test_projected_attention_is_the_unfused_chain_to_the_last_bit_and_keeps_no_qkv(backend, dtype, act):
+    """Three linear_act, reshape and attention, as the MHSA expert ran them before: the
+    same output and the same gradient for x and every weight, bit for bit (x's three
+    gradients added as the engine adds them), in a full and in a pruned pass; the op
+    keeps x, not q, k and v."""
+    rng = np.random.default_rng(11)
+    nb, nf, d, heads, dh = 37, 39, 16, 2, 8
+    arrays0 = [rng.standard_normal(s).astype(dtype) for s in
+               [(nb, nf, d)] + [(d, heads * dh), (heads * dh,)] * 3]
+    go = rng.standard_normal((nb, nf, heads, dh)).astype(dtype)
+
+    def unfused(x, Wq, bq, Wk, bk, Wv, bv):
+        q, k, v = (ops.reshape(fused.linear_act(x, W, b, act), (nb, nf, heads, dh))
+                   for W, b in ((Wq, bq), (Wk, bk), (Wv, bv)))
+        return fused.attention(q, k, v)
+
+    def projected(x, Wq, bq, Wk, bk, Wv, bv):
+        return fused.projected_attention(x, Wq, bq, Wk, bk, Wv, bv, heads, act)
+
+    for inputs in (None, [0], [1, 4]):             # full pass; pruned to x; to Wq and bk
+        results = []
+        for fn in (projected, unfused):
+            base = Tensor(arrays0[0], requires_grad=True)
+            x = base * 1.0                          # an intermediate, as the expert's input is
+            ts = [x] + [Tensor(a, requires_grad=True) for a in arrays0[1:]]
+            with kernels.use_backend(backend):
+                o = fn(*ts)
+                if fn is projected:
+                    kept = [v for v in vars(o._ctx).values() if isinstance(v, np.ndarray)]
+                    assert sum(v.size for v in kept) <= arrays0[0].size + nb * nf
+                leaves = [base] + ts[1:]
+                o.backward(go, inputs=None if inputs is None else [leaves[i] for i in inputs])
+            results.append([o.data] + [t.grad for t in leaves])
+        for got, want in zip(*results):
+            assert (got is None) == (want is None)
+            if got is not None:
+                assert got.dtype == dtype
+                np.testing.assert_array_equal(got, want)
+
+
 def test_exp_nonpositive_within_two_ulp_and_exact_zero_below_its_range():
     import numba
 
@@ -307,6 +350,27 @@ def attention_mask(shapes, kwargs):
 
 
 @st.composite
+def projected_attention_shapes(draw):
+    nb, nf, d = draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    heads, dh = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    w, b = (d, heads * dh), (heads * dh,)
+    return (nb, nf, d), w, b, w, b, w, b
+
+
+def projected_attention_kwargs(shapes):
+    heads = st.sampled_from([h for h in (1, 2) if shapes[1][1] % h == 0])
+    return st.fixed_dictionaries({"heads": heads, "act": st.sampled_from(["linear", "relu"])})
+
+
+def projected_attention_mask(shapes, kwargs):
+    return attention_mask(shapes, kwargs)
+
+
+def projected_near_relu_kink(x, Wq, bq, Wk, bk, Wv, bv, mask, heads, act):
+    return any(near_relu_kink(x, W, b, act) for W, b in ((Wq, bq), (Wk, bk), (Wv, bv)))
+
+
+@st.composite
 def pool_shapes(draw):
     return ((draw(st.integers(1, 2)), draw(st.integers(1, 6)), draw(st.integers(1, 3))),)
 
@@ -341,6 +405,13 @@ OPS = {
         fused=lambda q, k, v, mask: fused.attention(q, k, v, mask),
         composed=lambda q, k, v, mask: fused.attention_composed(q, k, v, mask),
         n_args=3, shapes=attention_shapes(), constants=attention_mask),
+    "projected_attention": dict(
+        fused=lambda x, Wq, bq, Wk, bk, Wv, bv, mask, heads, act: fused.projected_attention(
+            x, Wq, bq, Wk, bk, Wv, bv, heads, act, mask),
+        composed=lambda x, Wq, bq, Wk, bk, Wv, bv, mask, heads, act: fused.projected_attention_composed(
+            x, Wq, bq, Wk, bk, Wv, bv, heads, act, mask),
+        n_args=7, shapes=projected_attention_shapes(), kwargs=projected_attention_kwargs,
+        constants=projected_attention_mask, avoid=projected_near_relu_kink),
     "conv1d_act": dict(
         fused=lambda x, W, b, padding, act: fused.conv1d_act(x, W, b, padding, act),
         composed=lambda x, W, b, padding, act: fused.conv1d_act_composed(x, W, b, padding, act),

@@ -10,6 +10,8 @@ fused op               computes                                            kerne
 ``linear_act``         act(a @ W + b), act linear or relu                  bias_act
 ``hadamard_linear``    u * (a @ W) [+ b outside] or u * (a @ W + b)        hadamard
 ``attention``          softmax(scale q k^T, masked) v, per head            attention
+``projected_attention``  attention of act(x Wq + bq), act(x Wk + bk),      attention,
+                       act(x Wv + bv)                                      bias_act
 ``conv1d_act``         act(conv1d(x, W, zero padding) + b)                 im2col, col2im,
                                                                            bias_act
 ``maxpool1d``          max over non-overlapping windows of p positions     maxpool
@@ -199,6 +201,85 @@ def attention_composed(q: Tensor, k: Tensor, v: Tensor, mask: np.ndarray | None 
     s = ops.where(mask[:, None, None, :], s, -np.inf)
     o = ops.matmul(ops.softmax(s, axis=-1), vh)                      # (B, H, F, dh)
     return ops.transpose(o, (0, 2, 1, 3))                            # (B, F, H, dh)
+
+
+class ProjectedAttention(Function):
+    """o = attention(q, k, v) with q = act(x Wq + bq), k = act(x Wk + bk), v = act(x Wv + bv)
+    reshaped to heads: x (B, F, D), W* (D, A), b* (A,) -> o (B, F, H, A // H); act linear
+    or relu; mask (B, F) bool (a constant).
+
+    The same arithmetic as three :class:`LinearAct` and an :class:`Attention` (values
+    and gradients bit-identical, x's three gradients added in the order the engine adds
+    them: (q + k) + v), but only x and the weights are saved: q, k and v (three
+    (B, F, A) arrays) are computed again in the backward pass, three small products
+    (K = D), and the probabilities by the attention kernel.
+    """
+
+    name = "projected_attention"
+
+    def forward(self, x, Wq, bq, Wk, bk, Wv, bv, heads=1, act=ACT_LINEAR, mask=None, scale=1.0):
+        self.shape, self.heads, self.act, self.mask, self.scale = x.shape, heads, act, mask, scale
+        self.x2 = _rows(x, Wq.shape[0])                              # (B*F, D)
+        self.Ws, self.bs = (Wq, Wk, Wv), (bq, bk, bv)
+        q, k, v = self._project()                                    # (B, F, H, dh) each
+        o = np.empty_like(q)
+        attention_forward(o, None, q, k, v, mask, scale)
+        return o
+
+    def _project(self) -> list[np.ndarray]:
+        """q, k, v, each act(x W + b) as :class:`LinearAct` computes it, (B, F, H, dh)."""
+        nb, nf, _ = self.shape
+        out = []
+        for W, b in zip(self.Ws, self.bs):
+            y = self.x2 @ W                                          # (B*F, A)  BLAS
+            bias_act_forward(y, y, b, self.act)                      # in place
+            out.append(y.reshape(nb, nf, self.heads, W.shape[1] // self.heads))
+        return out
+
+    def backward(self, g):
+        qkv = self._project()
+        gqkv = [np.empty_like(qkv[0]) for _ in range(3)]
+        attention_backward(*gqkv, np.ascontiguousarray(g), *qkv, self.mask, self.scale)
+        gx, grads = None, []
+        for i, (W, y, gy) in enumerate(zip(self.Ws, qkv, gqkv)):     # q, k, v: the engine's order
+            g2 = _rows(gy, W.shape[1])                               # (B*F, A)
+            gz, gb = np.empty_like(g2), np.empty(g2.shape[1], dtype=g2.dtype)
+            bias_act_backward(gz, gb, g2, _rows(y, W.shape[1]), self.act)
+            if self.needs_grad[0]:
+                ga = (gz @ W.T).reshape(self.shape)                  # (B, F, D)
+                gx = ga if gx is None else np.add(gx, ga, out=gx)
+            grads += [self.x2.T @ gz if self.needs_grad[1 + 2 * i] else None, gb]
+        return (gx, *grads)
+
+
+def projected_attention(x: Tensor, Wq: Tensor, bq: Tensor, Wk: Tensor, bk: Tensor, Wv: Tensor,
+                        bv: Tensor, heads: int, act: str = "linear", mask: np.ndarray | None = None,
+                        scale: float | None = None) -> Tensor:
+    """Multi-head attention over fields of the projections act(x W + b) of x (B, F, D),
+    fused: q, k and v are not kept for the backward pass. Returns (B, F, H, A // H);
+    ``scale`` defaults to 1/sqrt(A // H)."""
+    for name, W, b in (("q", Wq, bq), ("k", Wk, bk), ("v", Wv, bv)):
+        _check_linear(f"projected_attention ({name})", x, W, b)
+        if W.shape != Wq.shape:
+            raise ShapeError(f"projected_attention: W{name} has shape {W.shape}, Wq {Wq.shape}")
+    if x.ndim != 3 or heads < 1 or Wq.shape[1] % heads:
+        raise ShapeError(f"projected_attention: need x (B, F, D) and heads dividing {Wq.shape[1]}, "
+                         f"got x {x.shape}, heads {heads}")
+    dh = Wq.shape[1] // heads
+    mask = _key_mask(mask, x.shape[:2] + (heads, dh))
+    scale = 1.0 / np.sqrt(dh) if scale is None else float(scale)
+    return ProjectedAttention.apply(x, Wq, bq, Wk, bk, Wv, bv, heads=int(heads), act=_fused_act(act),
+                                    mask=mask, scale=scale)
+
+
+def projected_attention_composed(x: Tensor, Wq: Tensor, bq: Tensor, Wk: Tensor, bk: Tensor,
+                                 Wv: Tensor, bv: Tensor, heads: int, act: str = "linear",
+                                 mask: np.ndarray | None = None, scale: float | None = None) -> Tensor:
+    """The definition of :func:`projected_attention` in core ops."""
+    shape = x.shape[:2] + (heads, Wq.shape[1] // heads)
+    q, k, v = (ops.reshape(linear_act_composed(x, W, b, act), shape)
+               for W, b in ((Wq, bq), (Wk, bk), (Wv, bv)))
+    return attention_composed(q, k, v, mask, scale)
 
 
 def _key_mask(mask, shape) -> np.ndarray:
