@@ -7,7 +7,9 @@ reverse-mode autograd. Read this one first: it holds the four ideas every op rel
    produced by an op while gradients were enabled, the :class:`Function` that made it.
 2. A :class:`Function` is one op: ``forward`` maps arrays to an array and ``backward``
    maps the output's gradient to one gradient per input (the vector-Jacobian
-   product). Both sit side by side in :mod:`adaref.ops`.
+   product). Both sit side by side in :mod:`adaref.ops`. The graph holds an array only
+   where a ``forward`` saved it: an op refers to its inputs without their data
+   (:class:`_Node`), and a backward pass releases each op once it has run.
 3. :meth:`Tensor.backward` sorts the graph topologically and walks it in reverse
    once, **accumulating** the gradients of tensors used more than once with
    :func:`~adaref.accumulation.accumulate` (dense or row-sparse; in place, into an
@@ -109,7 +111,7 @@ class Tensor:
         name: optional label used in error messages and by :mod:`adaref.nn`.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "name", "_ctx", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "name", "_ctx", "_node", "__weakref__")
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected op
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
@@ -119,6 +121,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.name = name
         self._ctx: Function | None = None
+        self._node: _Node | None = None     # how the ops that read this tensor refer to it
 
     # --- array-like attributes ------------------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -215,6 +218,34 @@ class Tensor:
 
     # Operators (a + b, a @ b, x[i]) and methods (x.sum(), x.exp(), x.T, ...) are thin
     # wrappers over the op functions; adaref.ops attaches them (ops -> tensor, one way).
+
+
+class _Node:
+    """An intermediate tensor as the graph refers to it: its op, shape and whether it
+    requires grad, **without its data**. The ops that read a tensor list it among their
+    ``parents`` this way (a leaf as itself), so a forward graph holds an intermediate
+    array only where an op saved it for its backward pass (or the caller still holds
+    the tensor), not because another op read it. One node per tensor
+    (:meth:`Tensor._graph_node`), so the engine's bookkeeping by identity is unchanged.
+    """
+
+    __slots__ = ("_ctx", "requires_grad", "shape", "name")
+
+    def __init__(self, t: "Tensor"):
+        self._ctx, self.requires_grad, self.shape, self.name = t._ctx, t.requires_grad, t.shape, t.name
+
+    def __repr__(self) -> str:
+        return f"<graph node of a {self.shape} tensor made by {self._ctx.name if self._ctx else '?'}>"
+
+
+def _graph_node(t: Tensor) -> "Tensor | _Node":
+    """What an op's ``parents`` hold for its input ``t``: a leaf itself (the engine
+    writes its ``.grad``), an intermediate as its :class:`_Node`."""
+    if t._ctx is None:
+        return t
+    if t._node is None:
+        t._node = _Node(t)
+    return t._node
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
@@ -326,7 +357,8 @@ class Function:
     """One differentiable op. Subclasses define, next to each other:
 
     * ``forward(self, *arrays, **options) -> ndarray``, saving on ``self`` what the
-      backward pass needs;
+      backward pass needs, and only that (the input arrays are not kept otherwise:
+      ``parents`` refers to an intermediate input without its data);
     * ``backward(self, grad) -> tuple``: one gradient per tensor input (``None`` where
       ``self.needs_grad[i]`` is False or the input is not differentiable). A gradient
       may have the broadcast output shape: the engine reduces it.
@@ -339,7 +371,7 @@ class Function:
     released = False
 
     def __init__(self, parents: Sequence[Tensor]):
-        self.parents = tuple(parents)
+        self.parents = tuple(_graph_node(p) for p in parents)   # leaves, and _Node's
         self.needs_grad = tuple(p.requires_grad for p in self.parents)
 
     @classmethod

@@ -9,6 +9,8 @@
 3. Fused equals composed (values and gradients).
 """
 import functools
+import gc
+import weakref
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
@@ -197,7 +199,8 @@ def test_attention_backward_recomputes_the_forwards_probabilities_exactly(data, 
 def test_conv_and_pool_keep_no_windows_and_the_smallest_index(backend, dtype, padding, act):
     """Conv1dAct keeps x, not its (B, T, K*C) windows: the backward builds them again
     (im2col copies), so values and gradients are those of the saved-windows formula to
-    the last bit. MaxPool1d keeps each window's winner in one byte."""
+    the last bit. MaxPool1d keeps each window's winner in one byte, and the convolution
+    only where its output is positive, so the output itself is freed once pooled."""
     rng = np.random.default_rng(5)
     nb, length, c, width, o, p = 33, 39, 4, 3, 5, 2
     x0, W0, b0 = (rng.standard_normal(s).astype(dtype) for s in [(nb, length, c), (width, c, o), (o,)])
@@ -209,6 +212,10 @@ def test_conv_and_pool_keep_no_windows_and_the_smallest_index(backend, dtype, pa
         for ctx in (h._ctx, y._ctx):
             assert all(v.size < windows for v in vars(ctx).values() if isinstance(v, np.ndarray))
         assert y._ctx.index.dtype == np.uint8
+        h_values, held = h.data.copy(), weakref.ref(h.data)
+        del h                       # the convolution keeps where y > 0, the pooling the winners
+        gc.collect()
+        assert held() is None
         g = rng.standard_normal(y.shape).astype(dtype)
         y.backward(g)
         # the saved-windows formula, with the kernels directly
@@ -228,7 +235,7 @@ def test_conv_and_pool_keep_no_windows_and_the_smallest_index(backend, dtype, pa
         gx = np.empty_like(x0)
         kconv.col2im(gx, gcols, padding[0])
         gW = (cols.reshape(nb * t_out, width * c).T @ gz).reshape(W0.shape)
-    for got, want in [(h.data, z.reshape(h.shape)), (y.data, pooled), (x.grad, gx), (W.grad, gW),
+    for got, want in [(h_values, z.reshape(h_values.shape)), (y.data, pooled), (x.grad, gx), (W.grad, gW),
                       (b.grad, gb)]:
         np.testing.assert_array_equal(got, want)
 

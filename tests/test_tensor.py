@@ -331,3 +331,24 @@ def test_backward_releases_the_graph_as_it_goes_and_a_second_pass_needs_retain_g
     np.testing.assert_array_equal(x2.grad, x.grad)
     loss2.backward()                             # the graph was kept: gradients add up
     np.testing.assert_array_equal(x2.grad, 2 * x.grad)
+
+
+def test_the_graph_does_not_hold_an_intermediate_that_no_op_saved():
+    """Ops refer to their intermediate inputs without the data (tensor._Node): an array
+    is kept by the graph only where an op saved it for its backward pass."""
+    import gc
+    import weakref
+
+    from adaref.tensor import _Node
+
+    x = Tensor(np.linspace(-1.0, 1.0, 6), requires_grad=True)
+    h = x * 2.0                       # read by Sum, which keeps only the shape
+    loss = ops.exp(h).sum() + h.sum()  # Exp keeps its own output, not h
+    held = weakref.ref(h.data)
+    read = loss._ctx.parents[1]._ctx.parents[0]           # h, as h.sum() refers to it
+    assert isinstance(read, _Node) and read._ctx is h._ctx and read.shape == h.shape
+    del h
+    gc.collect()
+    assert held() is None
+    loss.backward()
+    np.testing.assert_allclose(x.grad, 2 * np.exp(2 * x.data) + 2)

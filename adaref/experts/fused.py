@@ -63,13 +63,13 @@ class LinearAct(Function):
         self.a2, self.W = _rows(a, W.shape[0]), W                    # (N, K), (K, M)
         y = self.a2 @ W                                              # (N, M)  BLAS
         bias_act_forward(y, y, b, act)                               # in place
-        self.y = y
+        self.y = y if act == ACT_RELU else None                      # relu' reads y > 0
         return y.reshape(self.lead + (W.shape[1],))
 
     def backward(self, g):
         g2 = _rows(g, self.W.shape[1])                               # (N, M)
         gz, gb = np.empty_like(g2), np.empty(g2.shape[1], dtype=g2.dtype)
-        bias_act_backward(gz, gb, g2, self.y, self.act)
+        bias_act_backward(gz, gb, g2, g2 if self.y is None else self.y, self.act)
         ga = (gz @ self.W.T).reshape(self.lead + (self.W.shape[0],)) if self.needs_grad[0] else None
         gW = self.a2.T @ gz if self.needs_grad[1] else None          # (K, M)
         return ga, gW, gb
@@ -304,9 +304,10 @@ class Conv1dAct(Function):
 
     Forward: cols = im2col(x) (B, T, K*C); y = act(cols @ W.reshape(K*C, O) + b).
     VJP with gz = g * act'(.): gW = cols^T gz, gb = sum gz, gx = col2im(gz W^T).
-    Saved: x (the graph keeps it in any case) and y; cols, K times the size of x, is
-    a temporary of each direction (im2col only copies, so the backward's cols equal
-    the forward's).
+    Saved: x (the graph keeps it in any case) and, for relu, where y > 0 (one byte per
+    entry; y itself is freed once its reader, the pooling, is done with it); cols, K
+    times the size of x, is a temporary of each direction (im2col only copies, so the
+    backward's cols equal the forward's).
     """
 
     name = "conv1d_act"
@@ -319,7 +320,7 @@ class Conv1dAct(Function):
         self.W2 = W.reshape(width * c, n_out)                        # (K*C, O)
         y = self._cols(t_out) @ self.W2                              # (B*T, O)  BLAS
         bias_act_forward(y, y, b, act)
-        self.y = y
+        self.positive = y > 0 if act == ACT_RELU else None           # (B*T, O) bool
         return y.reshape(nb, t_out, n_out)
 
     def _cols(self, t_out: int) -> np.ndarray:
@@ -333,7 +334,8 @@ class Conv1dAct(Function):
         nb, t_out, n_out = g.shape
         g2 = _rows(g, n_out)                                         # (B*T, O)
         gz, gb = np.empty_like(g2), np.empty(n_out, dtype=g2.dtype)
-        bias_act_backward(gz, gb, g2, self.y, self.act)
+        # relu' from the mask: the kernel reads y > 0, and (y > 0) > 0 is the same test
+        bias_act_backward(gz, gb, g2, g2 if self.positive is None else self.positive, self.act)
         gx = gW = None
         if self.needs_grad[0]:
             gcols = (gz @ self.W2.T).reshape(nb, t_out, self.W2.shape[0])   # (B, T, K*C)
