@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adaref import ops
+from adaref import ops, saved
 from adaref.kernels.attention import attention_backward, attention_forward
 from adaref.kernels.conv import col2im, im2col, maxpool_backward, maxpool_forward
 from adaref.kernels.hadamard import (ACT_LINEAR, ACT_RELU, BIAS_INSIDE, BIAS_NONE,
@@ -60,9 +60,10 @@ class LinearAct(Function):
 
     def forward(self, a, W, b, act=ACT_LINEAR):
         self.lead, self.act = a.shape[:-1], act
-        self.a2, self.W = _rows(a, W.shape[0]), W                    # (N, K), (K, M)
-        y = self.a2 @ W                                              # (N, M)  BLAS
+        a2, self.W = _rows(a, W.shape[0]), W                         # (N, K), (K, M)
+        y = a2 @ W                                                   # (N, M)  BLAS
         bias_act_forward(y, y, b, act)                               # in place
+        self.a2 = saved.save(a2)                                     # for gW
         self.y = y if act == ACT_RELU else None                      # relu' reads y > 0
         return y.reshape(self.lead + (W.shape[1],))
 
@@ -71,7 +72,7 @@ class LinearAct(Function):
         gz, gb = np.empty_like(g2), np.empty(g2.shape[1], dtype=g2.dtype)
         bias_act_backward(gz, gb, g2, g2 if self.y is None else self.y, self.act)
         ga = (gz @ self.W.T).reshape(self.lead + (self.W.shape[0],)) if self.needs_grad[0] else None
-        gW = self.a2.T @ gz if self.needs_grad[1] else None          # (K, M)
+        gW = saved.load(self.a2).T @ gz if self.needs_grad[1] else None   # (K, M)
         return ga, gW, gb
 
 
@@ -102,21 +103,22 @@ class HadamardLinear(Function):
 
     def forward(self, a, W, u, b=None, mode=BIAS_NONE):
         self.lead, self.mode = a.shape[:-1], mode
-        self.a2, self.W = _rows(a, W.shape[0]), W                    # (N, K), (K, M)
-        self.u2 = _rows(u, W.shape[1])                               # (N, M)
+        a2, self.W = _rows(a, W.shape[0]), W                         # (N, K), (K, M)
+        u2 = _rows(u, W.shape[1])                                    # (N, M)
         self.b = np.zeros(W.shape[1], dtype=W.dtype) if b is None else b
-        self.z = self.a2 @ W                                         # (N, M)  BLAS
+        self.z = a2 @ W                                              # (N, M)  BLAS
         y = np.empty_like(self.z)
-        hadamard_forward(y, self.z, self.u2, self.b, mode)
+        hadamard_forward(y, self.z, u2, self.b, mode)
+        self.a2, self.u2 = saved.save(a2), saved.save(u2)
         return y.reshape(self.lead + (W.shape[1],))
 
     def backward(self, g):
         g2 = _rows(g, self.W.shape[1])                               # (N, M)
         gz, gu = np.empty_like(g2), np.empty_like(g2)
         gb = np.empty(g2.shape[1], dtype=g2.dtype)
-        hadamard_backward(gz, gu, gb, g2, self.z, self.u2, self.b, self.mode)
+        hadamard_backward(gz, gu, gb, g2, self.z, saved.load(self.u2), self.b, self.mode)
         ga = (gz @ self.W.T).reshape(self.lead + (self.W.shape[0],)) if self.needs_grad[0] else None
-        gW = self.a2.T @ gz if self.needs_grad[1] else None          # (K, M)
+        gW = saved.load(self.a2).T @ gz if self.needs_grad[1] else None   # (K, M)
         grads = (ga, gW, gu.reshape(self.lead + (self.W.shape[1],)))
         return grads if self.mode == BIAS_NONE else grads + (gb,)
 
@@ -219,25 +221,27 @@ class ProjectedAttention(Function):
 
     def forward(self, x, Wq, bq, Wk, bk, Wv, bv, heads=1, act=ACT_LINEAR, mask=None, scale=1.0):
         self.shape, self.heads, self.act, self.mask, self.scale = x.shape, heads, act, mask, scale
-        self.x2 = _rows(x, Wq.shape[0])                              # (B*F, D)
+        x2 = _rows(x, Wq.shape[0])                                   # (B*F, D)
         self.Ws, self.bs = (Wq, Wk, Wv), (bq, bk, bv)
-        q, k, v = self._project()                                    # (B, F, H, dh) each
+        q, k, v = self._project(x2)                                  # (B, F, H, dh) each
         o = np.empty_like(q)
         attention_forward(o, None, q, k, v, mask, scale)
+        self.x2 = saved.save(x2)
         return o
 
-    def _project(self) -> list[np.ndarray]:
+    def _project(self, x2: np.ndarray) -> list[np.ndarray]:
         """q, k, v, each act(x W + b) as :class:`LinearAct` computes it, (B, F, H, dh)."""
         nb, nf, _ = self.shape
         out = []
         for W, b in zip(self.Ws, self.bs):
-            y = self.x2 @ W                                          # (B*F, A)  BLAS
+            y = x2 @ W                                               # (B*F, A)  BLAS
             bias_act_forward(y, y, b, self.act)                      # in place
             out.append(y.reshape(nb, nf, self.heads, W.shape[1] // self.heads))
         return out
 
     def backward(self, g):
-        qkv = self._project()
+        x2 = saved.load(self.x2)
+        qkv = self._project(x2)
         gqkv = [np.empty_like(qkv[0]) for _ in range(3)]
         attention_backward(*gqkv, np.ascontiguousarray(g), *qkv, self.mask, self.scale)
         gx, grads = None, []
@@ -248,7 +252,7 @@ class ProjectedAttention(Function):
             if self.needs_grad[0]:
                 ga = (gz @ W.T).reshape(self.shape)                  # (B, F, D)
                 gx = ga if gx is None else np.add(gx, ga, out=gx)
-            grads += [self.x2.T @ gz if self.needs_grad[1 + 2 * i] else None, gb]
+            grads += [x2.T @ gz if self.needs_grad[1 + 2 * i] else None, gb]
         return (gx, *grads)
 
 
@@ -315,19 +319,22 @@ class Conv1dAct(Function):
     def forward(self, x, W, b, pad_left=0, pad_right=0, act=ACT_LINEAR):
         nb, length, c = x.shape
         width, _, n_out = W.shape
-        self.x, self.W_shape, self.pad_left, self.act = np.ascontiguousarray(x), W.shape, pad_left, act
+        self.W_shape, self.pad_left, self.act = W.shape, pad_left, act
+        x = np.ascontiguousarray(x)
+        self.x_shape = x.shape
         t_out = length + pad_left + pad_right - width + 1
         self.W2 = W.reshape(width * c, n_out)                        # (K*C, O)
-        y = self._cols(t_out) @ self.W2                              # (B*T, O)  BLAS
+        y = self._cols(x, t_out) @ self.W2                           # (B*T, O)  BLAS
+        self.x = saved.save(x)
         bias_act_forward(y, y, b, act)
         self.positive = y > 0 if act == ACT_RELU else None           # (B*T, O) bool
         return y.reshape(nb, t_out, n_out)
 
-    def _cols(self, t_out: int) -> np.ndarray:
+    def _cols(self, x: np.ndarray, t_out: int) -> np.ndarray:
         """im2col(x) as a (B*T, K*C) matrix."""
-        nb, _, c = self.x.shape
-        cols = np.empty((nb, t_out, self.W2.shape[0]), dtype=self.x.dtype)   # (B, T, K*C)
-        im2col(cols, self.x, self.pad_left)
+        nb = x.shape[0]
+        cols = np.empty((nb, t_out, self.W2.shape[0]), dtype=x.dtype)   # (B, T, K*C)
+        im2col(cols, x, self.pad_left)
         return cols.reshape(nb * t_out, self.W2.shape[0])
 
     def backward(self, g):
@@ -339,11 +346,11 @@ class Conv1dAct(Function):
         gx = gW = None
         if self.needs_grad[0]:
             gcols = (gz @ self.W2.T).reshape(nb, t_out, self.W2.shape[0])   # (B, T, K*C)
-            gx = np.empty(self.x.shape, dtype=g.dtype)               # (B, L, C)
+            gx = np.empty(self.x_shape, dtype=g.dtype)               # (B, L, C)
             col2im(gx, gcols, self.pad_left)
             del gcols
         if self.needs_grad[1]:
-            gW = (self._cols(t_out).T @ gz).reshape(self.W_shape)    # (K, C, O)
+            gW = (self._cols(saved.load(self.x), t_out).T @ gz).reshape(self.W_shape)  # (K, C, O)
         return gx, gW, gb
 
 
