@@ -7,7 +7,9 @@ reverse-mode autograd. Read this one first: it holds the four ideas every op rel
    produced by an op while gradients were enabled, the :class:`Function` that made it.
 2. A :class:`Function` is one op: ``forward`` maps arrays to an array and ``backward``
    maps the output's gradient to one gradient per input (the vector-Jacobian
-   product). Both sit side by side in :mod:`adaref.ops`.
+   product). Both sit side by side in :mod:`adaref.ops`. The graph holds an array only
+   where a ``forward`` saved it: an op refers to its inputs without their data
+   (:class:`_Node`), and a backward pass releases each op once it has run.
 3. :meth:`Tensor.backward` sorts the graph topologically and walks it in reverse
    once, **accumulating** the gradients of tensors used more than once with
    :func:`~adaref.accumulation.accumulate` (dense or row-sparse; in place, into an
@@ -109,7 +111,7 @@ class Tensor:
         name: optional label used in error messages and by :mod:`adaref.nn`.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "name", "_ctx", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "name", "_ctx", "_node", "__weakref__")
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected op
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
@@ -119,6 +121,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.name = name
         self._ctx: Function | None = None
+        self._node: _Node | None = None     # how the ops that read this tensor refer to it
 
     # --- array-like attributes ------------------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -148,12 +151,20 @@ class Tensor:
         self.grad = None
 
     # --- reverse mode ---------------------------------------------------------
-    def backward(self, grad: Any = None, inputs: Sequence["Tensor"] | None = None) -> None:
+    def backward(self, grad: Any = None, inputs: Sequence["Tensor"] | None = None,
+                 retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires it.
 
         ``grad`` is the upstream gradient (the vector of the vector-Jacobian product);
         it may be omitted only for a single-element tensor, and is read in this tensor's
         dtype. Gradients add up across calls until :meth:`zero_grad`.
+
+        The pass consumes the graph: as soon as an op's backward has run, the op drops
+        what its forward saved and its links to its inputs (:meth:`Function.release`),
+        so an intermediate array is freed once nothing else holds it, and the memory of
+        a backward pass shrinks as it goes instead of adding its gradients on top of the
+        whole forward graph. A second pass through the same graph raises; to go
+        through it twice, pass ``retain_graph=True`` to the first (nothing is released).
 
         ``inputs``: compute the gradients of these leaves only. The graph is pruned to
         the ops that lie on a path from one of them to ``self``; every other op's
@@ -184,23 +195,57 @@ class Tensor:
         needed = None if inputs is None else _on_paths_to(order, inputs)
         pending: dict[int, np.ndarray | RowSparseGrad] = {id(self): grad}  # summed so far
         owned: set[int] = set()   # pending sums held in arrays this pass allocated itself
-        for node in reversed(order):
+        while order:               # outputs before inputs; a node leaves the list when done
+            node = order.pop()
             g = pending.pop(id(node), None)
-            if g is None or (needed is not None and id(node) not in needed):
-                continue
-            if node._ctx is None:      # a leaf: keep its gradient, adding across calls
-                node.grad = _private(g) if node.grad is None else accumulate(node.grad, g)
-                continue
+            owned.discard(id(node))
             ctx = node._ctx
-            for parent, pg in zip(ctx.parents, _vjp(ctx, dense(g), needed)):
-                if pg is None or not parent.requires_grad or (needed is not None and id(parent) not in needed):
-                    continue
-                if not isinstance(pg, RowSparseGrad):
-                    pg = unbroadcast(pg, parent.shape)
-                _add_pending(pending, owned, parent, pg)
+            if ctx is None:            # a leaf: keep its gradient, adding across calls
+                if g is not None and (needed is None or id(node) in needed):
+                    node.grad = _private(g) if node.grad is None else accumulate(node.grad, g)
+                continue
+            if g is not None and (needed is None or id(node) in needed):
+                for parent, pg in zip(ctx.parents, _vjp(ctx, dense(g), needed)):
+                    if (pg is None or not parent.requires_grad
+                            or (needed is not None and id(parent) not in needed)):
+                        continue
+                    if not isinstance(pg, RowSparseGrad):
+                        pg = unbroadcast(pg, parent.shape)
+                    _add_pending(pending, owned, parent, pg)
+            del g
+            if not retain_graph:
+                ctx.release()
 
     # Operators (a + b, a @ b, x[i]) and methods (x.sum(), x.exp(), x.T, ...) are thin
     # wrappers over the op functions; adaref.ops attaches them (ops -> tensor, one way).
+
+
+class _Node:
+    """An intermediate tensor as the graph refers to it: its op, shape and whether it
+    requires grad, **without its data**. The ops that read a tensor list it among their
+    ``parents`` this way (a leaf as itself), so a forward graph holds an intermediate
+    array only where an op saved it for its backward pass (or the caller still holds
+    the tensor), not because another op read it. One node per tensor
+    (:meth:`Tensor._graph_node`), so the engine's bookkeeping by identity is unchanged.
+    """
+
+    __slots__ = ("_ctx", "requires_grad", "shape", "name")
+
+    def __init__(self, t: "Tensor"):
+        self._ctx, self.requires_grad, self.shape, self.name = t._ctx, t.requires_grad, t.shape, t.name
+
+    def __repr__(self) -> str:
+        return f"<graph node of a {self.shape} tensor made by {self._ctx.name if self._ctx else '?'}>"
+
+
+def _graph_node(t: Tensor) -> "Tensor | _Node":
+    """What an op's ``parents`` hold for its input ``t``: a leaf itself (the engine
+    writes its ``.grad``), an intermediate as its :class:`_Node`."""
+    if t._ctx is None:
+        return t
+    if t._node is None:
+        t._node = _Node(t)
+    return t._node
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
@@ -220,6 +265,10 @@ def _topological_order(root: Tensor) -> list[Tensor]:
             continue
         seen.add(id(node))
         stack.append((node, True))
+        if node._ctx is not None and node._ctx.released:
+            raise RuntimeError(f"backward: the graph through {node._ctx.name} was already released by an "
+                               f"earlier backward pass; pass retain_graph=True to that pass to go "
+                               f"through the graph twice")
         if node._ctx is not None:
             stack.extend((p, False) for p in node._ctx.parents
                          if p.requires_grad and id(p) not in seen)
@@ -308,18 +357,21 @@ class Function:
     """One differentiable op. Subclasses define, next to each other:
 
     * ``forward(self, *arrays, **options) -> ndarray``, saving on ``self`` what the
-      backward pass needs;
+      backward pass needs, and only that (the input arrays are not kept otherwise:
+      ``parents`` refers to an intermediate input without its data);
     * ``backward(self, grad) -> tuple``: one gradient per tensor input (``None`` where
       ``self.needs_grad[i]`` is False or the input is not differentiable). A gradient
       may have the broadcast output shape: the engine reduces it.
 
-    ``apply`` checks dtypes, runs ``forward`` and links the result into the graph.
+    ``apply`` checks dtypes, runs ``forward`` and links the result into the graph;
+    :meth:`release` (called by the engine once ``backward`` has run) unlinks it.
     """
 
     name = "op"
+    released = False
 
     def __init__(self, parents: Sequence[Tensor]):
-        self.parents = tuple(parents)
+        self.parents = tuple(_graph_node(p) for p in parents)   # leaves, and _Node's
         self.needs_grad = tuple(p.requires_grad for p in self.parents)
 
     @classmethod
@@ -337,6 +389,12 @@ class Function:
 
     def forward(self, *arrays: np.ndarray, **options: Any) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def release(self) -> None:
+        """Drop everything ``forward`` saved and the links to the inputs, so that their
+        arrays can be freed; the op can no longer run ``backward``."""
+        self.__dict__.clear()
+        self.parents, self.needs_grad, self.released = (), (), True
 
     def backward(self, grad: np.ndarray) -> tuple:
         raise NotImplementedError(f"{type(self).__name__}.backward")

@@ -73,6 +73,7 @@ _ELEMENTWISE = {name: [f"{_OPS_FILE}::test_{test}"] for name, test in [
     ("Gelu", "gelu"), ("GetItem", "getitem"), ("Log", "log"), ("LogSoftmax", "log_softmax"),
     ("MatMul", "matmul"), ("Max", "max"), ("Mean", "mean"), ("Mul", "mul"), ("Neg", "neg"),
     ("Pow", "pow_tensor_exponent"), ("Relu", "relu"), ("Reshape", "reshape"),
+    ("ScaledMatMul", "scaled_matmul"),
     ("ScatterAdd", "scatter_add"), ("Sigmoid", "sigmoid"), ("Sqrt", "sqrt"), ("Stack", "stack"),
     ("Sub", "sub"), ("Sum", "sum"), ("Take", "take"), ("Tanh", "tanh"), ("Transpose", "transpose"),
     ("Where", "where")]}
@@ -88,6 +89,8 @@ COVERAGE = {
     "LinearAct": [_EXPERTS, f"{THIS}::test_fused_op_forward_and_backward_on_one_backend"],
     "HadamardLinear": [_EXPERTS, f"{THIS}::test_fused_op_forward_and_backward_on_one_backend"],
     "Attention": [_EXPERTS, f"{THIS}::test_fused_op_forward_and_backward_on_one_backend"],
+    "ProjectedAttention": [_EXPERTS, f"{THIS}::test_fused_op_forward_and_backward_on_one_backend",
+                           "tests/test_kernels_experts.py::test_fused_equals_composed"],
     "Conv1dAct": [_EXPERTS, f"{THIS}::test_fused_op_forward_and_backward_on_one_backend"],
     "MaxPool1d": [_EXPERTS, f"{THIS}::test_fused_op_forward_and_backward_on_one_backend"],
     "DispatchRows": ["tests/test_model_routing.py::test_dispatcher_gradients",
@@ -154,6 +157,7 @@ def _fused_cases():
     mask = np.array([[True, False, True], [True, True, True]])
     x, Wc, bc = r.normal(size=(2, 5, 3)), r.normal(size=(3, 3, 2)), r.normal(size=2)
     pool = r.normal(size=(2, 7, 3))
+    xp, Wp, bp = r.normal(size=(2, 3, 3)), [r.normal(size=(3, 4)) for _ in range(3)], r.normal(size=(3, 4))
     return {
         "linear_act_linear": (lambda a, W, b: fused.linear_act(a, W, b, "linear"), (a, W, b)),
         "linear_act_relu": (lambda a, W, b: fused.linear_act(a, W, b, "relu"), (a, W, b)),
@@ -161,6 +165,10 @@ def _fused_cases():
         "hadamard_outside": (lambda a, W, u, b: fused.hadamard_linear(a, W, u, b, "outside"), (a, W, u, b)),
         "hadamard_inside": (lambda a, W, u, b: fused.hadamard_linear(a, W, u, b, "inside"), (a, W, u, b)),
         "attention_masked": (lambda q, k, v: fused.attention(q, k, v, mask), (q, k, v)),
+        "projected_attention_relu_masked": (
+            lambda x, Wq, bq, Wk, bk, Wv, bv: fused.projected_attention(x, Wq, bq, Wk, bk, Wv, bv, 2,
+                                                                        "relu", mask),
+            (xp, Wp[0], bp[0], Wp[1], bp[1], Wp[2], bp[2])),
         "conv_relu_same": (lambda x, W, b: fused.conv1d_act(x, W, b, (1, 1), "relu"), (x, Wc, bc)),
         "conv_linear_valid": (lambda x, W, b: fused.conv1d_act(x, W, b, (0, 0), "linear"), (x, Wc, bc)),
         "maxpool_p2": (lambda x: fused.maxpool1d(x, 2), (pool,)),

@@ -9,13 +9,15 @@
 3. Fused equals composed (values and gradients).
 """
 import functools
+import gc
+import weakref
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adaref import Tensor, kernels
+from adaref import Tensor, kernels, ops
 from adaref.experts import fused
 from adaref.kernels import attention as katt
 from adaref.kernels import conv as kconv
@@ -135,8 +137,7 @@ def test_attention_twins_agree_within_bound(data, nb, nf, nh, dh, dtype):
     empty = lambda *s: np.zeros(s, dtype=dtype)  # noqa: E731
     fwd = run_both(lambda o, a: katt.attention_forward(o, a, q, k, v, mask, 0.7),
                    empty(nb, nf, nh, dh), empty(nb, nh, nf, nf))
-    a = fwd["numpy"][1]
-    bwd = run_both(lambda gq, gk, gv: katt.attention_backward(gq, gk, gv, go, q, k, v, a, 0.7),
+    bwd = run_both(lambda gq, gk, gv: katt.attention_backward(gq, gk, gv, go, q, k, v, mask, 0.7),
                    *[empty(nb, nf, nh, dh)] * 3)
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     for x, y in list(zip(fwd["numba"], fwd["numpy"])) + list(zip(bwd["numba"], bwd["numpy"])):
@@ -150,6 +151,136 @@ def test_attention_twins_agree_within_bound(data, nb, nf, nh, dh, dtype):
             o = empty(nb, nf, nh, dh)
             katt.attention_forward(o, None, q, k, v, mask, 0.7)
         np.testing.assert_array_equal(o, fwd[backend][0])
+
+
+@given(st.data(), st.integers(1, 70), st.integers(1, 7), st.integers(1, 3), st.integers(1, 4),
+       st.sampled_from(DTYPES))
+def test_attention_backward_recomputes_the_forwards_probabilities_exactly(data, nb, nf, nh, dh, dtype):
+    """The backward kernel keeps no probabilities from the forward: it recomputes them.
+    On each backend they are bit-identical to what the forward writes into ``a``, and
+    the gradients bit-identical to the VJP formula applied to that saved ``a``."""
+    import numba
+
+    q, k, v, go = arrays(data.draw, dtype, *[(nb, nf, nh, dh)] * 4)
+    mask = np.asarray(data.draw(hnp.arrays(bool, (nb, nf))))
+    mask[:, data.draw(st.integers(0, nf - 1))] = True
+    for backend in kernels.BACKENDS:
+        with kernels.use_backend(backend):
+            o, a = np.empty_like(q), np.empty((nb, nh, nf, nf), dtype)
+            katt.attention_forward(o, a, q, k, v, mask, 0.7)
+            grads = [np.empty_like(q) for _ in range(3)]
+            katt.attention_backward(*grads, go, q, k, v, mask, 0.7)
+        if backend == "numpy":
+            np.testing.assert_array_equal(katt._probabilities_numpy(q, k, mask, 0.7), a)
+            goh = go.transpose(0, 2, 1, 3)                   # the VJP from the saved a
+            qh, kh, vt = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)
+            ga = np.matmul(goh, vt)
+            gs = a * (ga - (ga * a).sum(axis=-1, keepdims=True))
+            gs *= 0.7
+            expected = [np.matmul(gs, kh).transpose(0, 2, 1, 3),
+                        np.matmul(gs.transpose(0, 1, 3, 2), qh).transpose(0, 2, 1, 3),
+                        np.matmul(a.transpose(0, 1, 3, 2), goh).transpose(0, 2, 1, 3)]
+            for got, want in zip(grads, expected):
+                np.testing.assert_array_equal(got, want)
+        else:                       # the routine both Numba kernels call, stored as a is
+            st_, qt, m, inv, pow2 = (np.empty((nf, nf)), np.empty((dh, nf)), np.empty(nf),
+                                     np.empty(nf), np.empty(nf * nf))
+            for b in {0, nb - 1}:
+                for h in range(nh):
+                    katt.probabilities_loop(st_, qt, m, inv, pow2, q, k, mask, 0.7, b, h)
+                    np.testing.assert_array_equal(st_.T.astype(dtype), a[b, h])
+            if isinstance(katt.probabilities_loop, numba.core.registry.CPUDispatcher):  # JIT on
+                assert not katt.probabilities_loop.targetoptions.get("fastmath")
+
+
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding,act", [((1, 1), "relu"), ((0, 0), "linear")])
+def test_conv_and_pool_keep_no_windows_and_the_smallest_index(backend, dtype, padding, act):
+    """Conv1dAct keeps x, not its (B, T, K*C) windows: the backward builds them again
+    (im2col copies), so values and gradients are those of the saved-windows formula to
+    the last bit. MaxPool1d keeps each window's winner in one byte, and the convolution
+    only where its output is positive, so the output itself is freed once pooled."""
+    rng = np.random.default_rng(5)
+    nb, length, c, width, o, p = 33, 39, 4, 3, 5, 2
+    x0, W0, b0 = (rng.standard_normal(s).astype(dtype) for s in [(nb, length, c), (width, c, o), (o,)])
+    with kernels.use_backend(backend):
+        x, W, b = (Tensor(a, requires_grad=True) for a in (x0, W0, b0))
+        h = fused.conv1d_act(x, W, b, padding, act)
+        y = fused.maxpool1d(h, p)
+        windows = nb * (length + sum(padding) - width + 1) * width * c
+        for ctx in (h._ctx, y._ctx):
+            assert all(v.size < windows for v in vars(ctx).values() if isinstance(v, np.ndarray))
+        assert y._ctx.index.dtype == np.uint8
+        h_values, held = h.data.copy(), weakref.ref(h.data)
+        del h                       # the convolution keeps where y > 0, the pooling the winners
+        gc.collect()
+        assert held() is None
+        g = rng.standard_normal(y.shape).astype(dtype)
+        y.backward(g)
+        # the saved-windows formula, with the kernels directly
+        t_out = length + sum(padding) - width + 1
+        cols = np.empty((nb, t_out, width * c), dtype=dtype)
+        khad_act = fused.FUSED_ACTIVATIONS[act]
+        kconv.im2col(cols, x0, padding[0])
+        z = cols.reshape(nb * t_out, width * c) @ W0.reshape(width * c, o)
+        khad.bias_act_forward(z, z, b0, khad_act)
+        pooled, index = np.empty(y.shape, dtype), np.empty(y.shape, np.int64)
+        kconv.maxpool_forward(pooled, index, z.reshape(nb, t_out, o), p)
+        gh = np.empty((nb, t_out, o), dtype)
+        kconv.maxpool_backward(gh, g, index, p)
+        gz, gb = np.empty((nb * t_out, o), dtype), np.empty(o, dtype)
+        khad.bias_act_backward(gz, gb, gh.reshape(nb * t_out, o), z, khad_act)
+        gcols = (gz @ W0.reshape(width * c, o).T).reshape(cols.shape)
+        gx = np.empty_like(x0)
+        kconv.col2im(gx, gcols, padding[0])
+        gW = (cols.reshape(nb * t_out, width * c).T @ gz).reshape(W0.shape)
+    for got, want in [(h_values, z.reshape(h_values.shape)), (y.data, pooled), (x.grad, gx), (W.grad, gW),
+                      (b.grad, gb)]:
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["linear", "relu"])
+def test_projected_attention_is_the_unfused_chain_to_the_last_bit_and_keeps_no_qkv(backend, dtype, act):
+    """Three linear_act, reshape and attention, as the MHSA expert ran them before: the
+    same output and the same gradient for x and every weight, bit for bit (x's three
+    gradients added as the engine adds them), in a full and in a pruned pass; the op
+    keeps x, not q, k and v."""
+    rng = np.random.default_rng(11)
+    nb, nf, d, heads, dh = 37, 39, 16, 2, 8
+    arrays0 = [rng.standard_normal(s).astype(dtype) for s in
+               [(nb, nf, d)] + [(d, heads * dh), (heads * dh,)] * 3]
+    go = rng.standard_normal((nb, nf, heads, dh)).astype(dtype)
+
+    def unfused(x, Wq, bq, Wk, bk, Wv, bv):
+        q, k, v = (ops.reshape(fused.linear_act(x, W, b, act), (nb, nf, heads, dh))
+                   for W, b in ((Wq, bq), (Wk, bk), (Wv, bv)))
+        return fused.attention(q, k, v)
+
+    def projected(x, Wq, bq, Wk, bk, Wv, bv):
+        return fused.projected_attention(x, Wq, bq, Wk, bk, Wv, bv, heads, act)
+
+    for inputs in (None, [0], [1, 4]):             # full pass; pruned to x; to Wq and bk
+        results = []
+        for fn in (projected, unfused):
+            base = Tensor(arrays0[0], requires_grad=True)
+            x = base * 1.0                          # an intermediate, as the expert's input is
+            ts = [x] + [Tensor(a, requires_grad=True) for a in arrays0[1:]]
+            with kernels.use_backend(backend):
+                o = fn(*ts)
+                if fn is projected:
+                    kept = [v for v in vars(o._ctx).values() if isinstance(v, np.ndarray)]
+                    assert sum(v.size for v in kept) <= arrays0[0].size + nb * nf
+                leaves = [base] + ts[1:]
+                o.backward(go, inputs=None if inputs is None else [leaves[i] for i in inputs])
+            results.append([o.data] + [t.grad for t in leaves])
+        for got, want in zip(*results):
+            assert (got is None) == (want is None)
+            if got is not None:
+                assert got.dtype == dtype
+                np.testing.assert_array_equal(got, want)
 
 
 def test_exp_nonpositive_within_two_ulp_and_exact_zero_below_its_range():
@@ -226,6 +357,27 @@ def attention_mask(shapes, kwargs):
 
 
 @st.composite
+def projected_attention_shapes(draw):
+    nb, nf, d = draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    heads, dh = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    w, b = (d, heads * dh), (heads * dh,)
+    return (nb, nf, d), w, b, w, b, w, b
+
+
+def projected_attention_kwargs(shapes):
+    heads = st.sampled_from([h for h in (1, 2) if shapes[1][1] % h == 0])
+    return st.fixed_dictionaries({"heads": heads, "act": st.sampled_from(["linear", "relu"])})
+
+
+def projected_attention_mask(shapes, kwargs):
+    return attention_mask(shapes, kwargs)
+
+
+def projected_near_relu_kink(x, Wq, bq, Wk, bk, Wv, bv, mask, heads, act):
+    return any(near_relu_kink(x, W, b, act) for W, b in ((Wq, bq), (Wk, bk), (Wv, bv)))
+
+
+@st.composite
 def pool_shapes(draw):
     return ((draw(st.integers(1, 2)), draw(st.integers(1, 6)), draw(st.integers(1, 3))),)
 
@@ -260,6 +412,13 @@ OPS = {
         fused=lambda q, k, v, mask: fused.attention(q, k, v, mask),
         composed=lambda q, k, v, mask: fused.attention_composed(q, k, v, mask),
         n_args=3, shapes=attention_shapes(), constants=attention_mask),
+    "projected_attention": dict(
+        fused=lambda x, Wq, bq, Wk, bk, Wv, bv, mask, heads, act: fused.projected_attention(
+            x, Wq, bq, Wk, bk, Wv, bv, heads, act, mask),
+        composed=lambda x, Wq, bq, Wk, bk, Wv, bv, mask, heads, act: fused.projected_attention_composed(
+            x, Wq, bq, Wk, bk, Wv, bv, heads, act, mask),
+        n_args=7, shapes=projected_attention_shapes(), kwargs=projected_attention_kwargs,
+        constants=projected_attention_mask, avoid=projected_near_relu_kink),
     "conv1d_act": dict(
         fused=lambda x, W, b, padding, act: fused.conv1d_act(x, W, b, padding, act),
         composed=lambda x, W, b, padding, act: fused.conv1d_act_composed(x, W, b, padding, act),

@@ -379,3 +379,75 @@ def test_dispatch_refuses_repeated_rows():
     with pytest.raises(ValueError, match=r"dispatch: rows must be unique .* got 1 repeated"):
         dispatch(x, np.array([2, 0, 2]))
     assert dispatch(x, np.array([3, 0, 2])).shape == (3, 2, 3)          # unique, any order
+
+
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+def test_the_experts_keep_how_to_gather_their_rows_not_the_copies(backend, monkeypatch):
+    """A sparse dispatch's copies of X and X_0 are saved by the experts' ops as recipes
+    (adaref.saved): after the forward pass no copy is held, and the backward pass, which
+    gathers them again, gives the gradients of a graph that keeps them, bit for bit."""
+    import gc
+    import weakref
+
+    from adaref import saved
+    from adaref.experts import build_expert, expert_configs
+    from adaref.model import dispatcher
+
+    configs = expert_configs("paper")
+    rng = np.random.default_rng(4)
+    experts = [build_expert(n, configs[n], 5, 4, rng=rng, dtype=np.float32)
+               for n in ("dense", "conv", "mhsa", "pin", "cross")]
+    x0_0 = rng.normal(size=(64, 5, 4)).astype(np.float32)
+    mask = ops.topk_mask(rng.normal(size=(64, 5)), 4)
+    w0 = np.where(mask, rng.uniform(0.2, 1.0, size=mask.shape), 0.0).astype(np.float32)
+    copies = []
+    gather = dispatcher._gather
+    monkeypatch.setattr(dispatcher, "_gather", lambda s, r: copies.append(gather(s, r)) or copies[-1])
+
+    def run():
+        copies.clear()
+        x0, w = Tensor(x0_0, requires_grad=True), Tensor(w0, requires_grad=True)
+        x = x0 * 2.0                                 # an intermediate layer input
+        with kernels.use_backend(backend):
+            y, _ = sparse_moe(x, x0, mask, w, experts)
+            held = [weakref.ref(c) for c in copies]  # 5 of X's rows, 2 of X_0's
+            copies.clear()
+            gc.collect()
+            alive = sum(r() is not None for r in held)
+            (y * y).sum().backward()
+        return alive, [x0.grad, w.grad] + [p.grad for e in experts for _, p in e.named_parameters()]
+
+    for e in experts:
+        e.zero_grad()
+    alive, grads = run()
+    assert alive == 0
+    for e in experts:
+        e.zero_grad()
+    monkeypatch.setattr(saved, "recomputable", lambda a, make: a)    # keep the copies
+    alive_kept, kept = run()
+    assert alive_kept == 7
+    for a, b in zip(grads, kept):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_saved_recipes_rebuild_the_view_and_leave_with_their_array():
+    import gc
+
+    from adaref import saved
+
+    x = np.arange(24.0).reshape(6, 4)
+    rows = np.array([0, 3, 5])
+    copy = saved.recomputable(x[rows], lambda: x[rows])
+    for view in (copy, copy.T, copy.reshape(2, 6)[:, 1::2], copy[1:]):
+        kept = saved.save(view)
+        assert isinstance(kept, saved.Recipe)
+        again = saved.load(kept)
+        assert again.shape == view.shape and again.strides == view.strides
+        np.testing.assert_array_equal(again, view)
+    assert saved.save(x) is x and saved.load(x) is x
+    kept, key = saved.save(copy), id(copy)
+    del copy, view
+    gc.collect()
+    assert key not in saved._registry and saved.load(kept).tolist() == x[rows].tolist()
+    with pytest.raises(ValueError, match="owns its memory"):
+        saved.recomputable(x[1:], lambda: x[1:])

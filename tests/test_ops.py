@@ -72,6 +72,46 @@ def matmul_shapes(draw):
 def test_matmul(): pass
 
 
+@st.composite
+def scaled_matmul_case(draw):
+    n, k, m = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return (n, k), (k, m)
+
+
+def _jitter(shapes, kwargs):
+    return hnp.arrays(np.float64, shapes[0], elements=floats(0.5, 1.5)).map(lambda s: (s,))
+
+
+@op_test(lambda a, b, s: ops.scaled_matmul(a, b, s.astype(a.dtype)), n_args=2,
+         shapes=scaled_matmul_case(), constants=_jitter)
+def test_scaled_matmul(): pass
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scaled_matmul_equals_its_composed_definition_bit_for_bit_and_keeps_no_product(dtype):
+    """(a * s) @ b, the gates' jitter times their first layer: the same values and
+    gradients as matmul(a * s, b) to the last bit; the graph keeps a and s, not a * s."""
+    rng = np.random.default_rng(3)
+    a0, b0 = rng.standard_normal((257, 39)).astype(dtype), rng.standard_normal((39, 7)).astype(dtype)
+    s = rng.uniform(0.99, 1.01, size=a0.shape).astype(dtype)
+    g = rng.standard_normal((257, 7)).astype(dtype)
+    results = []
+    for fn in (lambda a, b: ops.scaled_matmul(a, b, s), lambda a, b: ops.matmul(a * s, b)):
+        a, b = Tensor(a0, requires_grad=True), Tensor(b0, requires_grad=True)
+        y = fn(a, b)
+        y.backward(g)
+        results.append((y.data, a.grad, b.grad))
+    for fused, composed in zip(*results):
+        assert fused.dtype == dtype and np.array_equal(fused, composed)
+    y = ops.scaled_matmul(Tensor(a0, requires_grad=True), Tensor(b0, requires_grad=True), s)
+    kept = [v for v in vars(y._ctx).values() if isinstance(v, np.ndarray) and v.shape == a0.shape]
+    assert len(kept) == 2 and any(v is s for v in kept)
+    with pytest.raises(ShapeError, match="scale has shape"):
+        ops.scaled_matmul(Tensor(a0), Tensor(b0), s[:3])
+    with pytest.raises(adaref.DTypeError, match="scale is"):
+        ops.scaled_matmul(Tensor(a0), Tensor(b0), s.astype(np.float16))
+
+
 # --- unary and activations --------------------------------------------------------
 @op_test(ops.exp)
 def test_exp(): pass

@@ -293,3 +293,62 @@ def test_every_sum_of_gradients_goes_through_accumulate(monkeypatch):
     (x * 1.0).sum().backward()        # the leaf's second backward call: out of place
     assert calls == [True, True, False]
     assert x.grad.tolist() == [3.0, 11.0, 19.0]     # d/dx (4x^2 + 2x) + 1 = 8x + 3
+
+
+def test_backward_releases_the_graph_as_it_goes_and_a_second_pass_needs_retain_graph():
+    """Once an op's backward has run, what its forward saved is dropped, so an
+    intermediate array nothing else holds is freed during the pass; the gradients are
+    those of a pass that keeps everything (retain_graph=True)."""
+    import gc
+    import weakref
+
+    def graph():
+        x = Tensor(np.linspace(-1.0, 1.0, 12).reshape(3, 4), requires_grad=True)
+        h = ops.exp(x * 2.0)                     # Exp saves its output
+        return x, weakref.ref(h.data), (h * h).sum()
+
+    x, held, loss = graph()
+    seen = []
+    original = ops.Exp.backward
+
+    def spy(self, g):                            # during the pass: Mul(h, h) is done and released
+        gc.collect()
+        seen.append(held() is not None)          # Exp still needs its output
+        return original(self, g)
+    ops.Exp.backward = spy
+    try:
+        loss.backward()
+    finally:
+        ops.Exp.backward = original
+    gc.collect()
+    assert seen == [True] and held() is None     # freed once Exp's backward has run
+    assert loss._ctx.released and loss._ctx.parents == ()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        loss.backward()
+
+    x2, _, loss2 = graph()
+    loss2.backward(retain_graph=True)
+    np.testing.assert_array_equal(x2.grad, x.grad)
+    loss2.backward()                             # the graph was kept: gradients add up
+    np.testing.assert_array_equal(x2.grad, 2 * x.grad)
+
+
+def test_the_graph_does_not_hold_an_intermediate_that_no_op_saved():
+    """Ops refer to their intermediate inputs without the data (tensor._Node): an array
+    is kept by the graph only where an op saved it for its backward pass."""
+    import gc
+    import weakref
+
+    from adaref.tensor import _Node
+
+    x = Tensor(np.linspace(-1.0, 1.0, 6), requires_grad=True)
+    h = x * 2.0                       # read by Sum, which keeps only the shape
+    loss = ops.exp(h).sum() + h.sum()  # Exp keeps its own output, not h
+    held = weakref.ref(h.data)
+    read = loss._ctx.parents[1]._ctx.parents[0]           # h, as h.sum() refers to it
+    assert isinstance(read, _Node) and read._ctx is h._ctx and read.shape == h.shape
+    del h
+    gc.collect()
+    assert held() is None
+    loss.backward()
+    np.testing.assert_allclose(x.grad, 2 * np.exp(2 * x.data) + 2)

@@ -452,3 +452,39 @@ def test_on_bad_line_with_null_overrides_in_a_config(tmp_path, capsys):
     run = train.resolve_run(parser.parse_args(["--sample", "criteo", "--config", str(cfg),
                                                "--on-bad-line", "skip"]), hints)
     assert run.data.overrides == {"read.on_bad_line": "skip"}
+
+
+def test_rows_are_read_chunk_by_chunk_and_the_data_pages_released(criteo, tmp_path, monkeypatch):
+    """The trainer copies a batch's rows from the memory maps in ascending order, a
+    chunk at a time, and unmaps the data's file pages after each chunk: the copies are
+    those of plain indexing, and on Linux the pages read do not stay resident."""
+    import mmap
+    import os
+
+    from adaref.training import trainer as trainer_module
+
+    trainer = Trainer(tiny_run(), criteo, tmp_path, quiet=True)
+    rows = np.random.default_rng(0).permutation(len(criteo.labels))[:1000]
+    calls = []
+    original = type(criteo).release_pages
+    monkeypatch.setattr(type(criteo), "release_pages", lambda self: (calls.append(1), original(self)))
+    monkeypatch.setattr(trainer_module, "READ_CHUNK", 300)
+    ids, labels = trainer._read(rows)
+    np.testing.assert_array_equal(ids, np.asarray(criteo.ids)[rows])
+    np.testing.assert_array_equal(labels, np.asarray(criteo.labels)[rows])
+    assert len(calls) == 4                                   # 1000 rows in chunks of 300
+    assert trainer._read(rows, ids=False)[0] is None
+    if not (os.path.isfile("/proc/self/status") and hasattr(mmap, "MADV_DONTNEED")):
+        return
+
+    def file_pages_kb():
+        status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+        return int(status["RssFile"].split()[0]) if "RssFile" in status else None
+
+    before = file_pages_kb()
+    if before is None:
+        return
+    np.asarray(criteo.ids).sum()                             # maps every page of the ids
+    mapped = file_pages_kb()
+    criteo.release_pages()
+    assert file_pages_kb() <= mapped - 0.8 * criteo.ids.nbytes / 1024

@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from dataclasses import dataclass, field
 
@@ -77,6 +78,22 @@ class EncodedDataset:
             raise ValueError(f"unknown split {name!r}; choose one of {', '.join(SPLIT_NAMES)}")
         idx = self.splits[name]
         return np.asarray(self.ids[idx]), np.asarray(self.labels[idx])
+
+    def release_pages(self) -> None:
+        """Unmap the file pages of the memory-mapped arrays that this process has read:
+        they stay in the kernel's page cache and the next read maps them again (no disk
+        read when they are cached). Called after each read of a batch of rows (training,
+        evaluation, the contents check), the data's share of the process's resident
+        memory stays that of one read, whatever the number of rows; otherwise every page
+        read once stays mapped (156 MB of ids at 1M Criteo rows). Nothing for arrays
+        in memory (``open_encoded(..., mmap=False)``)."""
+        for a in (self.ids, self.labels, self.split_codes, self.probs):
+            m = getattr(a, "_mmap", None)                      # np.memmap's mapping
+            if m is not None and hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                try:
+                    m.madvise(mmap.MADV_DONTNEED)              # read-only shared mapping: exact
+                except (OSError, ValueError):                  # closed, or refused: keep the pages
+                    pass
 
     def vocab(self) -> dict:
         """The parsed ``vocab.json`` (kept raw values per field, bin edges)."""
@@ -157,6 +174,7 @@ def check_contents(ds: EncodedDataset, fix: str = "prepare it again") -> None:
                                   f"{codes[r]}, not 0 (train), 1 (val) or 2 (test); {fix}")
         counts += np.bincount(codes.astype(np.int64), minlength=3)[:3]
         labels = np.asarray(ds.labels[start:stop])
+        ds.release_pages()                       # the chunk is read: unmap its pages
         bad = (labels != 0) & (labels != 1)
         if bad.any():
             r = int(np.flatnonzero(bad)[0])

@@ -10,7 +10,7 @@ from adaref import ops
 from adaref.config import Config, ConfigError
 from adaref.experts.base import (Expert, check_activation, dense, dense_flops, instance_norm,
                                  instance_norm_flops)
-from adaref.experts.fused import attention
+from adaref.experts.fused import FUSED_ACTIVATIONS, attention, projected_attention
 from adaref.nn.init import glorot_uniform
 from adaref.nn.module import Parameter
 from adaref.tensor import Tensor
@@ -101,7 +101,10 @@ class MHSA(Expert):
     + [instance: P (7F + 4)] + [flatten: 2 F P F D + F D].
 
     The projections are BLAS matmuls; scores, masked softmax, weighted sum and their
-    backward are one kernel each (:mod:`adaref.kernels.attention`).
+    backward are one kernel each (:mod:`adaref.kernels.attention`). With a linear or
+    relu Q/K/V activation the projections and the attention are one op
+    (:func:`~adaref.experts.fused.projected_attention`), which keeps x rather than
+    Q, K and V for the backward pass.
 
     >>> import numpy as np, adaref
     >>> expert = MHSA(MHSAConfig(heads=2), num_fields=3, dim=4, rng=np.random.default_rng(0))
@@ -145,10 +148,15 @@ class MHSA(Expert):
     def interact(self, x: Tensor, x0: Tensor | None) -> Tensor:
         c, nb, f = self.config, x.shape[0], self.num_fields
         heads = (nb, f, c.heads, self.head_size)
-        q = ops.reshape(dense(x, self.Wq, self.bq, c.qkv_activation), heads)    # (B, F, h, dh)
-        k = ops.reshape(dense(x, self.Wk, self.bk, c.qkv_activation), heads)    # (B, F, h, dh)
-        v = ops.reshape(dense(x, self.Wv, self.bv, c.qkv_activation), heads)    # (B, F, h, dh)
-        o = ops.reshape(attention(q, k, v), (nb, f, c.heads * self.head_size))  # (B, F, A)
+        if c.qkv_activation in FUSED_ACTIVATIONS:    # q, k, v not kept for the backward pass
+            o = projected_attention(x, self.Wq, self.bq, self.Wk, self.bk, self.Wv, self.bv,
+                                    c.heads, c.qkv_activation)                  # (B, F, h, dh)
+        else:
+            q = ops.reshape(dense(x, self.Wq, self.bq, c.qkv_activation), heads)    # (B, F, h, dh)
+            k = ops.reshape(dense(x, self.Wk, self.bk, c.qkv_activation), heads)    # (B, F, h, dh)
+            v = ops.reshape(dense(x, self.Wv, self.bv, c.qkv_activation), heads)    # (B, F, h, dh)
+            o = attention(q, k, v)                                                  # (B, F, h, dh)
+        o = ops.reshape(o, (nb, f, c.heads * self.head_size))                        # (B, F, A)
         z = dense(o, self.Wo, self.bo, c.out_activation)                         # (B, F, P)
         if c.norm == "instance":
             z = instance_norm(z, self.gamma, self.beta, c.norm_eps)              # (B, F, P)

@@ -10,6 +10,8 @@ fused op               computes                                            kerne
 ``linear_act``         act(a @ W + b), act linear or relu                  bias_act
 ``hadamard_linear``    u * (a @ W) [+ b outside] or u * (a @ W + b)        hadamard
 ``attention``          softmax(scale q k^T, masked) v, per head            attention
+``projected_attention``  attention of act(x Wq + bq), act(x Wk + bk),      attention,
+                       act(x Wv + bv)                                      bias_act
 ``conv1d_act``         act(conv1d(x, W, zero padding) + b)                 im2col, col2im,
                                                                            bias_act
 ``maxpool1d``          max over non-overlapping windows of p positions     maxpool
@@ -28,13 +30,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from adaref import ops
+from adaref import ops, saved
 from adaref.kernels.attention import attention_backward, attention_forward
 from adaref.kernels.conv import col2im, im2col, maxpool_backward, maxpool_forward
 from adaref.kernels.hadamard import (ACT_LINEAR, ACT_RELU, BIAS_INSIDE, BIAS_NONE,
                                      BIAS_OUTSIDE, bias_act_backward, bias_act_forward,
                                      hadamard_backward, hadamard_forward)
-from adaref.tensor import Function, ShapeError, Tensor, is_grad_enabled
+from adaref.tensor import Function, ShapeError, Tensor
 
 FUSED_ACTIVATIONS = {"linear": ACT_LINEAR, "relu": ACT_RELU}
 BIAS_MODES = {None: BIAS_NONE, "outside": BIAS_OUTSIDE, "inside": BIAS_INSIDE}
@@ -58,18 +60,19 @@ class LinearAct(Function):
 
     def forward(self, a, W, b, act=ACT_LINEAR):
         self.lead, self.act = a.shape[:-1], act
-        self.a2, self.W = _rows(a, W.shape[0]), W                    # (N, K), (K, M)
-        y = self.a2 @ W                                              # (N, M)  BLAS
+        a2, self.W = _rows(a, W.shape[0]), W                         # (N, K), (K, M)
+        y = a2 @ W                                                   # (N, M)  BLAS
         bias_act_forward(y, y, b, act)                               # in place
-        self.y = y
+        self.a2 = saved.save(a2)                                     # for gW
+        self.y = y if act == ACT_RELU else None                      # relu' reads y > 0
         return y.reshape(self.lead + (W.shape[1],))
 
     def backward(self, g):
         g2 = _rows(g, self.W.shape[1])                               # (N, M)
         gz, gb = np.empty_like(g2), np.empty(g2.shape[1], dtype=g2.dtype)
-        bias_act_backward(gz, gb, g2, self.y, self.act)
+        bias_act_backward(gz, gb, g2, g2 if self.y is None else self.y, self.act)
         ga = (gz @ self.W.T).reshape(self.lead + (self.W.shape[0],)) if self.needs_grad[0] else None
-        gW = self.a2.T @ gz if self.needs_grad[1] else None          # (K, M)
+        gW = saved.load(self.a2).T @ gz if self.needs_grad[1] else None   # (K, M)
         return ga, gW, gb
 
 
@@ -100,21 +103,22 @@ class HadamardLinear(Function):
 
     def forward(self, a, W, u, b=None, mode=BIAS_NONE):
         self.lead, self.mode = a.shape[:-1], mode
-        self.a2, self.W = _rows(a, W.shape[0]), W                    # (N, K), (K, M)
-        self.u2 = _rows(u, W.shape[1])                               # (N, M)
+        a2, self.W = _rows(a, W.shape[0]), W                         # (N, K), (K, M)
+        u2 = _rows(u, W.shape[1])                                    # (N, M)
         self.b = np.zeros(W.shape[1], dtype=W.dtype) if b is None else b
-        self.z = self.a2 @ W                                         # (N, M)  BLAS
+        self.z = a2 @ W                                              # (N, M)  BLAS
         y = np.empty_like(self.z)
-        hadamard_forward(y, self.z, self.u2, self.b, mode)
+        hadamard_forward(y, self.z, u2, self.b, mode)
+        self.a2, self.u2 = saved.save(a2), saved.save(u2)
         return y.reshape(self.lead + (W.shape[1],))
 
     def backward(self, g):
         g2 = _rows(g, self.W.shape[1])                               # (N, M)
         gz, gu = np.empty_like(g2), np.empty_like(g2)
         gb = np.empty(g2.shape[1], dtype=g2.dtype)
-        hadamard_backward(gz, gu, gb, g2, self.z, self.u2, self.b, self.mode)
+        hadamard_backward(gz, gu, gb, g2, self.z, saved.load(self.u2), self.b, self.mode)
         ga = (gz @ self.W.T).reshape(self.lead + (self.W.shape[0],)) if self.needs_grad[0] else None
-        gW = self.a2.T @ gz if self.needs_grad[1] else None          # (K, M)
+        gW = saved.load(self.a2).T @ gz if self.needs_grad[1] else None   # (K, M)
         grads = (ga, gW, gu.reshape(self.lead + (self.W.shape[1],)))
         return grads if self.mode == BIAS_NONE else grads + (gb,)
 
@@ -150,26 +154,25 @@ class Attention(Function):
     """o = softmax(scale q k^T, masked keys -inf) v per example and head.
 
     Shapes: q, k, v (B, F, H, dh) -> o (B, F, H, dh); mask (B, F) bool (a constant).
-    VJP in :mod:`adaref.kernels.attention`.
+    VJP in :mod:`adaref.kernels.attention`. Saved for it: q, k, v (the projections'
+    outputs, kept by the graph in any case) and the mask; the probabilities
+    (B, H, F, F), twice the size of q, k and v together at F = 39, dh = 8, are
+    recomputed by the backward kernel with the forward's arithmetic (bit-identical).
     """
 
     name = "attention"
 
     def forward(self, q, k, v, mask=None, scale=1.0):
         self.q, self.k, self.v = (np.ascontiguousarray(t) for t in (q, k, v))
-        self.scale = scale
-        nb, nf, nh, _ = q.shape
+        self.mask, self.scale = mask, scale
         o = np.empty_like(self.q)                                    # (B, F, H, dh)
-        # the probabilities are kept only when a backward pass can follow
-        keep = is_grad_enabled() and any(self.needs_grad)
-        self.a = np.empty((nb, nh, nf, nf), dtype=q.dtype) if keep else None   # (B, H, F, F)
-        attention_forward(o, self.a, self.q, self.k, self.v, mask, scale)
+        attention_forward(o, None, self.q, self.k, self.v, mask, scale)
         return o
 
     def backward(self, g):
         gq, gk, gv = (np.empty_like(self.q) for _ in range(3))
         attention_backward(gq, gk, gv, np.ascontiguousarray(g), self.q, self.k, self.v,
-                           self.a, self.scale)
+                           self.mask, self.scale)
         return gq, gk, gv
 
 
@@ -202,6 +205,87 @@ def attention_composed(q: Tensor, k: Tensor, v: Tensor, mask: np.ndarray | None 
     return ops.transpose(o, (0, 2, 1, 3))                            # (B, F, H, dh)
 
 
+class ProjectedAttention(Function):
+    """o = attention(q, k, v) with q = act(x Wq + bq), k = act(x Wk + bk), v = act(x Wv + bv)
+    reshaped to heads: x (B, F, D), W* (D, A), b* (A,) -> o (B, F, H, A // H); act linear
+    or relu; mask (B, F) bool (a constant).
+
+    The same arithmetic as three :class:`LinearAct` and an :class:`Attention` (values
+    and gradients bit-identical, x's three gradients added in the order the engine adds
+    them: (q + k) + v), but only x and the weights are saved: q, k and v (three
+    (B, F, A) arrays) are computed again in the backward pass, three small products
+    (K = D), and the probabilities by the attention kernel.
+    """
+
+    name = "projected_attention"
+
+    def forward(self, x, Wq, bq, Wk, bk, Wv, bv, heads=1, act=ACT_LINEAR, mask=None, scale=1.0):
+        self.shape, self.heads, self.act, self.mask, self.scale = x.shape, heads, act, mask, scale
+        x2 = _rows(x, Wq.shape[0])                                   # (B*F, D)
+        self.Ws, self.bs = (Wq, Wk, Wv), (bq, bk, bv)
+        q, k, v = self._project(x2)                                  # (B, F, H, dh) each
+        o = np.empty_like(q)
+        attention_forward(o, None, q, k, v, mask, scale)
+        self.x2 = saved.save(x2)
+        return o
+
+    def _project(self, x2: np.ndarray) -> list[np.ndarray]:
+        """q, k, v, each act(x W + b) as :class:`LinearAct` computes it, (B, F, H, dh)."""
+        nb, nf, _ = self.shape
+        out = []
+        for W, b in zip(self.Ws, self.bs):
+            y = x2 @ W                                               # (B*F, A)  BLAS
+            bias_act_forward(y, y, b, self.act)                      # in place
+            out.append(y.reshape(nb, nf, self.heads, W.shape[1] // self.heads))
+        return out
+
+    def backward(self, g):
+        x2 = saved.load(self.x2)
+        qkv = self._project(x2)
+        gqkv = [np.empty_like(qkv[0]) for _ in range(3)]
+        attention_backward(*gqkv, np.ascontiguousarray(g), *qkv, self.mask, self.scale)
+        gx, grads = None, []
+        for i, (W, y, gy) in enumerate(zip(self.Ws, qkv, gqkv)):     # q, k, v: the engine's order
+            g2 = _rows(gy, W.shape[1])                               # (B*F, A)
+            gz, gb = np.empty_like(g2), np.empty(g2.shape[1], dtype=g2.dtype)
+            bias_act_backward(gz, gb, g2, _rows(y, W.shape[1]), self.act)
+            if self.needs_grad[0]:
+                ga = (gz @ W.T).reshape(self.shape)                  # (B, F, D)
+                gx = ga if gx is None else np.add(gx, ga, out=gx)
+            grads += [x2.T @ gz if self.needs_grad[1 + 2 * i] else None, gb]
+        return (gx, *grads)
+
+
+def projected_attention(x: Tensor, Wq: Tensor, bq: Tensor, Wk: Tensor, bk: Tensor, Wv: Tensor,
+                        bv: Tensor, heads: int, act: str = "linear", mask: np.ndarray | None = None,
+                        scale: float | None = None) -> Tensor:
+    """Multi-head attention over fields of the projections act(x W + b) of x (B, F, D),
+    fused: q, k and v are not kept for the backward pass. Returns (B, F, H, A // H);
+    ``scale`` defaults to 1/sqrt(A // H)."""
+    for name, W, b in (("q", Wq, bq), ("k", Wk, bk), ("v", Wv, bv)):
+        _check_linear(f"projected_attention ({name})", x, W, b)
+        if W.shape != Wq.shape:
+            raise ShapeError(f"projected_attention: W{name} has shape {W.shape}, Wq {Wq.shape}")
+    if x.ndim != 3 or heads < 1 or Wq.shape[1] % heads:
+        raise ShapeError(f"projected_attention: need x (B, F, D) and heads dividing {Wq.shape[1]}, "
+                         f"got x {x.shape}, heads {heads}")
+    dh = Wq.shape[1] // heads
+    mask = _key_mask(mask, x.shape[:2] + (heads, dh))
+    scale = 1.0 / np.sqrt(dh) if scale is None else float(scale)
+    return ProjectedAttention.apply(x, Wq, bq, Wk, bk, Wv, bv, heads=int(heads), act=_fused_act(act),
+                                    mask=mask, scale=scale)
+
+
+def projected_attention_composed(x: Tensor, Wq: Tensor, bq: Tensor, Wk: Tensor, bk: Tensor,
+                                 Wv: Tensor, bv: Tensor, heads: int, act: str = "linear",
+                                 mask: np.ndarray | None = None, scale: float | None = None) -> Tensor:
+    """The definition of :func:`projected_attention` in core ops."""
+    shape = x.shape[:2] + (heads, Wq.shape[1] // heads)
+    q, k, v = (ops.reshape(linear_act_composed(x, W, b, act), shape)
+               for W, b in ((Wq, bq), (Wk, bk), (Wv, bv)))
+    return attention_composed(q, k, v, mask, scale)
+
+
 def _key_mask(mask, shape) -> np.ndarray:
     if mask is None:
         return np.ones(shape[:2], dtype=bool)
@@ -224,6 +308,10 @@ class Conv1dAct(Function):
 
     Forward: cols = im2col(x) (B, T, K*C); y = act(cols @ W.reshape(K*C, O) + b).
     VJP with gz = g * act'(.): gW = cols^T gz, gb = sum gz, gx = col2im(gz W^T).
+    Saved: x (the graph keeps it in any case) and, for relu, where y > 0 (one byte per
+    entry; y itself is freed once its reader, the pooling, is done with it); cols, K
+    times the size of x, is a temporary of each direction (im2col only copies, so the
+    backward's cols equal the forward's).
     """
 
     name = "conv1d_act"
@@ -231,29 +319,38 @@ class Conv1dAct(Function):
     def forward(self, x, W, b, pad_left=0, pad_right=0, act=ACT_LINEAR):
         nb, length, c = x.shape
         width, _, n_out = W.shape
-        self.shape, self.W_shape, self.pad_left, self.act = x.shape, W.shape, pad_left, act
+        self.W_shape, self.pad_left, self.act = W.shape, pad_left, act
+        x = np.ascontiguousarray(x)
+        self.x_shape = x.shape
         t_out = length + pad_left + pad_right - width + 1
-        self.cols = np.empty((nb, t_out, width * c), dtype=x.dtype)  # (B, T, K*C)
-        im2col(self.cols, np.ascontiguousarray(x), pad_left)
         self.W2 = W.reshape(width * c, n_out)                        # (K*C, O)
-        y = self.cols.reshape(nb * t_out, width * c) @ self.W2       # (B*T, O)  BLAS
+        y = self._cols(x, t_out) @ self.W2                           # (B*T, O)  BLAS
+        self.x = saved.save(x)
         bias_act_forward(y, y, b, act)
-        self.y = y
+        self.positive = y > 0 if act == ACT_RELU else None           # (B*T, O) bool
         return y.reshape(nb, t_out, n_out)
+
+    def _cols(self, x: np.ndarray, t_out: int) -> np.ndarray:
+        """im2col(x) as a (B*T, K*C) matrix."""
+        nb = x.shape[0]
+        cols = np.empty((nb, t_out, self.W2.shape[0]), dtype=x.dtype)   # (B, T, K*C)
+        im2col(cols, x, self.pad_left)
+        return cols.reshape(nb * t_out, self.W2.shape[0])
 
     def backward(self, g):
         nb, t_out, n_out = g.shape
         g2 = _rows(g, n_out)                                         # (B*T, O)
         gz, gb = np.empty_like(g2), np.empty(n_out, dtype=g2.dtype)
-        bias_act_backward(gz, gb, g2, self.y, self.act)
+        # relu' from the mask: the kernel reads y > 0, and (y > 0) > 0 is the same test
+        bias_act_backward(gz, gb, g2, g2 if self.positive is None else self.positive, self.act)
         gx = gW = None
         if self.needs_grad[0]:
-            gcols = (gz @ self.W2.T).reshape(self.cols.shape)        # (B, T, K*C)
-            gx = np.empty(self.shape, dtype=g.dtype)                 # (B, L, C)
+            gcols = (gz @ self.W2.T).reshape(nb, t_out, self.W2.shape[0])   # (B, T, K*C)
+            gx = np.empty(self.x_shape, dtype=g.dtype)               # (B, L, C)
             col2im(gx, gcols, self.pad_left)
+            del gcols
         if self.needs_grad[1]:
-            cols2 = self.cols.reshape(nb * t_out, self.W2.shape[0])  # (B*T, K*C)
-            gW = (cols2.T @ gz).reshape(self.W_shape)                # (K, C, O)
+            gW = (self._cols(saved.load(self.x), t_out).T @ gz).reshape(self.W_shape)  # (K, C, O)
         return gx, gW, gb
 
 
@@ -280,7 +377,9 @@ def conv1d_act_composed(x: Tensor, W: Tensor, b: Tensor, padding: tuple[int, int
 class MaxPool1d(Function):
     """y[b, t, c] = max_{r < p} x[b, t p + r, c]: x (B, T, C) -> y (B, T // p, C).
 
-    VJP: the gradient goes to the window's first maximal position, 0 elsewhere.
+    VJP: the gradient goes to the window's first maximal position, 0 elsewhere. The
+    winning position r < p of each output is saved in the smallest unsigned integer
+    type that holds p - 1 (one byte for any window up to 256).
     """
 
     name = "maxpool1d"
@@ -289,7 +388,7 @@ class MaxPool1d(Function):
         nb, length, c = x.shape
         self.shape, self.p = x.shape, p
         y = np.empty((nb, length // p, c), dtype=x.dtype)            # (B, To, C)
-        self.index = np.empty(y.shape, dtype=np.int64)
+        self.index = np.empty(y.shape, dtype=np.min_scalar_type(p - 1))
         maxpool_forward(y, self.index, np.ascontiguousarray(x), p)
         return y
 

@@ -5,8 +5,12 @@ a projection ``(B, F, H*dh)`` reshapes, so no transpose is needed around the ker
 the output has the same layout. ``mask`` (B, F) bool marks the keys each example may
 attend to (all True when there is nothing to mask); a masked key gets score -inf and
 probability 0. Every example needs at least one unmasked key (the caller checks).
-The forward saves the probabilities into ``a`` (B, H, F, F) for the backward; pass
-``a=None`` when no gradient is needed (inference) and they are not written.
+The forward may write the probabilities into ``a`` (B, H, F, F) (``a=None``: not
+written; the fused op passes None). The backward does not read them: it recomputes
+them from q, k and the mask with the forward's own arithmetic (one routine, compiled
+without fast-math flags in both kernels; the NumPy twin shares its function too), so
+a training step keeps no (B, H, F, F) array and its results are bit-identical to
+saving them.
 
 Forward, per example b, head h and query i:
 
@@ -14,7 +18,8 @@ Forward, per example b, head h and query i:
     a_ij = exp(s_ij - max_j s_ij) / sum_j exp(s_ij - max_j s_ij)
     o_i  = sum_j a_ij v_j
 
-Backward, given go = dL/do and the saved probabilities a:
+Backward, given go = dL/do and the probabilities a (recomputed, rounded to the
+input dtype exactly as the forward stores them):
 
     gv_j = sum_i a_ij go_i
     ga_ij = <go_i, v_j>
@@ -49,20 +54,27 @@ from adaref.kernels.expm import exp_nonpositive
 CHUNK = 64   # examples per parallel task: each task owns its scratch arrays
 
 
-def _attention_forward_numpy(o, a, q, k, v, mask, scale):
-    """o (B, F, H, dh) and a (B, H, F, F) (None: not saved) from q, k, v (B, F, H, dh),
-    mask (B, F) bool."""
+def _probabilities_numpy(q, k, mask, scale):
+    """The probabilities (B, H, F, F) in the input dtype, from q, k (B, F, H, dh) and
+    mask (B, F) bool: the forward's and the backward's one computation."""
     qh = q.transpose(0, 2, 1, 3)                                    # (B, H, F, dh)
     kh = k.transpose(0, 2, 3, 1)                                    # (B, H, dh, F)
-    vh = v.transpose(0, 2, 1, 3)                                    # (B, H, F, dh)
     s = np.matmul(qh, kh)                                           # (B, H, F, F)
     s *= scale
     s[~np.broadcast_to(mask[:, None, None, :], s.shape)] = -np.inf  # masked keys
     s -= s.max(axis=-1, keepdims=True)
     np.exp(s, out=s)
     s /= s.sum(axis=-1, keepdims=True)
+    return s
+
+
+def _attention_forward_numpy(o, a, q, k, v, mask, scale):
+    """o (B, F, H, dh) and a (B, H, F, F) (None: not written) from q, k, v (B, F, H, dh),
+    mask (B, F) bool."""
+    s = _probabilities_numpy(q, k, mask, scale)                     # (B, H, F, F)
     if a is not None:
-        a[...] = s                                                  # (B, H, F, F)
+        a[...] = s
+    vh = v.transpose(0, 2, 1, 3)                                    # (B, H, F, dh)
     o[...] = np.matmul(s, vh).transpose(0, 2, 1, 3)                 # (B, F, H, dh)
 
 
@@ -83,6 +95,46 @@ def _key_dots(out, xt, y, b, h):
 key_dots = numba.njit(inline="always")(_key_dots)
 
 
+def _probabilities_loop(st, qt, m, inv, pow2, q, k, mask, scale, b, h):
+    """st[j, i] <- the probability a_ij of example b, head h (float64 scratch laid out
+    [key j, query i]); qt (dh, F), m, inv (F,) and pow2 (F*F,) are scratch. Compiled on
+    its own without fast-math flags and called (not inlined by Numba) from both the
+    forward and the backward kernel, so both compute bit-identical probabilities."""
+    nf, dh = q.shape[1], q.shape[3]
+    flat = st.reshape(nf * nf)
+    for i in range(nf):
+        m[i] = -np.inf
+        for d in range(dh):
+            qt[d, i] = q[b, i, h, d]
+    key_dots(st, qt, k, b, h)           # st[j, i] = <q_i, k_j>
+    for j in range(nf):                 # scaled, masked, and each query's max
+        if mask[b, j]:
+            for i in range(nf):
+                st[j, i] *= scale
+                if st[j, i] > m[i]:
+                    m[i] = st[j, i]
+        else:
+            for i in range(nf):
+                st[j, i] = -np.inf      # masked key: probability 0
+    for j in range(nf):
+        for i in range(nf):
+            st[j, i] -= m[i]
+    exp_nonpositive(flat, pow2.view(np.int64), pow2, nf * nf)
+    for i in range(nf):
+        inv[i] = 0.0
+    for j in range(nf):                 # sum over keys j in index order
+        for i in range(nf):
+            inv[i] += st[j, i]
+    for i in range(nf):
+        inv[i] = 1.0 / inv[i]
+    for j in range(nf):
+        for i in range(nf):
+            st[j, i] *= inv[i]
+
+
+probabilities_loop = numba.njit(nogil=True)(_probabilities_loop)
+
+
 def _attention_forward_loop(o, a, q, k, v, mask, scale):
     # One example and head at a time, in float64 scratch laid out [key j, query i] so
     # that every inner loop runs over the F queries (LLVM vectorises them) and the
@@ -90,42 +142,14 @@ def _attention_forward_loop(o, a, q, k, v, mask, scale):
     nb, nf, nh, dh = q.shape
     for c in prange((nb + CHUNK - 1) // CHUNK):     # chunks of examples run in parallel
         qt = np.empty((dh, nf))                     # one head's queries, transposed
-        st = np.empty((nf, nf))                     # st[j, i]: score, then probability
-        flat = st.reshape(nf * nf)
+        st = np.empty((nf, nf))                     # st[j, i]: probability a_ij
         pow2 = np.empty(nf * nf)                    # scratch of exp_nonpositive
         m = np.empty(nf)                            # max score of each query
         inv = np.empty(nf)                          # 1 / sum of each query's exps
         ot = np.empty((dh, nf))                     # output, transposed
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             for h in range(nh):
-                for i in range(nf):
-                    m[i] = -np.inf
-                    for d in range(dh):
-                        qt[d, i] = q[b, i, h, d]
-                key_dots(st, qt, k, b, h)           # st[j, i] = <q_i, k_j>
-                for j in range(nf):                 # scaled, masked, and each query's max
-                    if mask[b, j]:
-                        for i in range(nf):
-                            st[j, i] *= scale
-                            if st[j, i] > m[i]:
-                                m[i] = st[j, i]
-                    else:
-                        for i in range(nf):
-                            st[j, i] = -np.inf      # masked key: probability 0
-                for j in range(nf):
-                    for i in range(nf):
-                        st[j, i] -= m[i]
-                exp_nonpositive(flat, pow2.view(np.int64), pow2, nf * nf)
-                for i in range(nf):
-                    inv[i] = 0.0
-                for j in range(nf):                 # sum over keys j in index order
-                    for i in range(nf):
-                        inv[i] += st[j, i]
-                for i in range(nf):
-                    inv[i] = 1.0 / inv[i]
-                for j in range(nf):
-                    for i in range(nf):
-                        st[j, i] *= inv[i]
+                probabilities_loop(st, qt, m, inv, pow2, q, k, mask, scale, b, h)
                 if a is not None:
                     for i in range(nf):
                         for j in range(nf):
@@ -143,8 +167,10 @@ def _attention_forward_loop(o, a, q, k, v, mask, scale):
                         o[b, i, h, d] = ot[d, i]
 
 
-def _attention_backward_numpy(gq, gk, gv, go, q, k, v, a, scale):
-    """gq, gk, gv (B, F, H, dh) from go (B, F, H, dh) and the saved a (B, H, F, F)."""
+def _attention_backward_numpy(gq, gk, gv, go, q, k, v, mask, scale):
+    """gq, gk, gv (B, F, H, dh) from go (B, F, H, dh), q, k, v and the mask; the
+    probabilities are recomputed as the forward computes them."""
+    a = _probabilities_numpy(q, k, mask, scale)                     # (B, H, F, F)
     goh = go.transpose(0, 2, 1, 3)                                  # (B, H, F, dh)
     qh, kh = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)       # (B, H, F, dh)
     vt = v.transpose(0, 2, 3, 1)                                    # (B, H, dh, F)
@@ -156,11 +182,18 @@ def _attention_backward_numpy(gq, gk, gv, go, q, k, v, a, scale):
     gk[...] = np.matmul(gs.transpose(0, 1, 3, 2), qh).transpose(0, 2, 1, 3)
 
 
-def _attention_backward_loop(gq, gk, gv, go, q, k, v, a, scale):
+def _attention_backward_loop(gq, gk, gv, go, q, k, v, mask, scale):
     # As the forward: float64 scratch laid out [key j, query i], loops over queries i
     # innermost; the sums over i (gk, gv) are reductions LLVM may reorder (reassoc).
+    # The probabilities come from the forward's routine (no reassoc there), rounded
+    # to the input dtype as the forward would store them.
     nb, nf, nh, dh = q.shape
     for c in prange((nb + CHUNK - 1) // CHUNK):     # chunks of examples run in parallel
+        st = np.empty((nf, nf))                     # probabilities, float64
+        pow2 = np.empty(nf * nf)                    # scratch of the recomputation
+        m = np.empty(nf)
+        inv = np.empty(nf)
+        stored = np.empty((nf, nf), dtype=q.dtype)  # rounded as a stored a would be
         at = np.empty((nf, nf))                     # at[j, i] = a_ij
         ga = np.empty((nf, nf))                     # ga[j, i] = <go_i, v_j>, then gs
         qt = np.empty((dh, nf))                     # queries, transposed
@@ -169,13 +202,17 @@ def _attention_backward_loop(gq, gk, gv, go, q, k, v, a, scale):
         row = np.empty(nf)                          # sum_j a_ij ga_ij of each query
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             for h in range(nh):
+                probabilities_loop(st, qt, m, inv, pow2, q, k, mask, scale, b, h)
+                for j in range(nf):
+                    for i in range(nf):
+                        stored[j, i] = st[j, i]
                 for i in range(nf):
                     for d in range(dh):
                         qt[d, i] = q[b, i, h, d]
                         got[d, i] = go[b, i, h, d]
                         gqt[d, i] = 0.0
                     for j in range(nf):
-                        at[j, i] = a[b, h, i, j]
+                        at[j, i] = stored[j, i]
                     row[i] = 0.0
                 key_dots(ga, got, v, b, h)          # ga[j, i] = <go_i, v_j>
                 for j in range(nf):

@@ -93,7 +93,8 @@ def _col2im_loop(gx, gcols, pad_left):
 
 def _maxpool_forward_numpy(out, index, x, p):
     """out (B, To, C) = max over windows of p positions of x (B, T, C), To = T // p;
-    index (B, To, C) int64 the winning position within its window (first on ties)."""
+    index (B, To, C) the winning position within its window (first on ties), any integer
+    type that holds p - 1."""
     nb, t_out, c = out.shape
     windows = x[:, :t_out * p].reshape(nb, t_out, p, c)             # (B, To, p, C)
     index[...] = np.argmax(windows, axis=2)                         # (B, To, C)

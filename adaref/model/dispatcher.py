@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from adaref import kernels
+from adaref import kernels, saved
 from adaref.tensor import Function, RowSparseGrad, ShapeError, Tensor, is_grad_enabled, no_grad
 
 
@@ -29,12 +29,24 @@ def _rows2d(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.reshape(a.shape[0], -1))
 
 
+def _gather(source: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """source[rows] for a C-contiguous (B, F*D) source: (n, F*D), by the row kernel."""
+    out = np.empty((len(rows), source.shape[1]), dtype=source.dtype)
+    kernels.gather_rows(out, source, rows)
+    return out
+
+
 class DispatchRows(Function):
     """y = x[rows]: x (B, F, D), rows (n,) unique int64 -> y (n, F, D).
 
     When ``rows`` are all of x's rows in order (an expert every example chose, k = N) the
     output is x's array itself, not a copy; the node stays in the graph, so gradients add
     up in the same order either way.
+
+    The copy is registered as recomputable (:mod:`adaref.saved`): the expert's ops
+    that keep it for their backward pass keep how to gather it again from x instead,
+    so the graph holds x once rather than the k copies of its rows (at k = 4 of 5,
+    four times x per layer, and as much again of X_0 for the experts that read it).
 
     VJP: gx = zeros (B, F, D) with gx[rows] = g. For an intermediate x (the model's
     feature maps) it is returned as a :class:`~adaref.tensor.RowSparseGrad` holding
@@ -48,8 +60,10 @@ class DispatchRows(Function):
         self.shape, self.rows = x.shape, rows
         if len(rows) == x.shape[0] and np.array_equal(rows, np.arange(len(rows))):
             return x      # every row in order: x itself, no copy
-        out = np.empty((len(rows), int(np.prod(x.shape[1:]))), dtype=x.dtype)   # (n, F*D)
-        kernels.gather_rows(out, _rows2d(x), rows)
+        source = _rows2d(x)                                                      # (B, F*D)
+        out = _gather(source, rows)                                              # (n, F*D)
+        if is_grad_enabled():     # an op that saves the copy keeps how to gather it again
+            saved.recomputable(out, lambda: _gather(source, rows))
         return out.reshape((len(rows),) + x.shape[1:])
 
     def backward(self, g):

@@ -184,13 +184,15 @@ class NoisyCosineGate(Module):
         if cfg.stop_gradient:
             x = x.detach()
         flat = x.reshape(x.shape[0], self.in_features)                   # (B, F*D)
+        noise = None
         if self.training and cfg.jitter > 0:
             if rng is None:
                 raise ValueError("NoisyCosineGate: jitter is on in training mode; pass rng=, "
                                  "call model.eval(), or set gate jitter to 0")
             noise = rng.uniform(1 - cfg.jitter, 1 + cfg.jitter, size=flat.shape)
-            flat = flat * noise.astype(flat.dtype)                       # eq. 7 jitter
-        h = self.project(self._act(self.reduce(flat)))                   # (B, d)
+            noise = noise.astype(flat.dtype)                             # eq. 7 jitter
+        # (flat * noise) @ W + b, the product not kept for the backward pass
+        h = self.project(self._act(self.reduce(flat, scale=noise)))      # (B, d)
         s = cosine_scores(l2_normalize(h), l2_normalize(self.embeddings))  # (B, N), eq. 8
         return s / self.temperature()                                    # (B, N), eq. 9
 

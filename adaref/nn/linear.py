@@ -35,9 +35,15 @@ class Linear(Module):
                                                (in_features, out_features), dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, scale: np.ndarray | None = None) -> Tensor:
+        """y = x W + b; with ``scale`` (a constant of x's shape, x 2-D), y = (x * scale) W + b
+        without keeping the product x * scale for the backward pass
+        (:func:`~adaref.ops.scaled_matmul`; bit-identical to scaling x first)."""
         if x.shape[-1] != self.in_features:
             raise ShapeError(f"Linear: input has {x.shape[-1]} features (shape {x.shape}), "
                              f"expected {self.in_features}")
-        y = ops.matmul(x, self.weight)                      # (..., out)
+        if scale is not None:
+            y = ops.scaled_matmul(x, self.weight, scale)    # (B, out)
+        else:
+            y = ops.matmul(x, self.weight)                  # (..., out)
         return y + self.bias if self.bias is not None else y

@@ -12,7 +12,7 @@ gradient of the loss with respect to ``y``. Shapes in comments.
 One module per kind of op:
 
 ========================  ==================================================
-:mod:`.binary`            add, sub, mul, div, pow (broadcasting), matmul
+:mod:`.binary`            add, sub, mul, div, pow (broadcasting), matmul, scaled_matmul
 :mod:`.unary`             neg, exp, log, sqrt, abs, sigmoid, tanh, relu, gelu
 :mod:`.reductions`        sum, mean, max
 :mod:`.shape`             reshape, transpose, broadcast_to, concatenate, stack, astype
@@ -28,7 +28,8 @@ way, ops -> tensor.
 """
 from __future__ import annotations
 
-from adaref.ops.binary import Add, Div, MatMul, Mul, Pow, Sub, add, div, matmul, mul, pow, sub
+from adaref.ops.binary import (Add, Div, MatMul, Mul, Pow, ScaledMatMul, Sub, add, div, matmul, mul, pow,
+                               scaled_matmul, sub)
 from adaref.ops.indexing import GetItem, Gather, ScatterAdd, Take, gather, getitem, scatter_add, take
 from adaref.ops.neural import (EmbeddingLookup, LayerNorm, LogSoftmax, Softmax, embedding,
                                layer_norm, log_softmax, softmax)
@@ -44,12 +45,12 @@ from adaref.tensor import Tensor
 __all__ = [
     "Abs", "Add", "AsType", "BroadcastTo", "Clip", "Concatenate", "Div", "EmbeddingLookup", "Exp",
     "Gather", "Gelu", "GetItem", "LayerNorm", "Log", "LogSoftmax", "MatMul", "Max", "Mean", "Mul",
-    "Neg", "Pow", "Relu", "Reshape", "ScatterAdd", "Sigmoid", "Softmax", "Sqrt", "Stack", "Sub",
-    "Sum", "Take", "Tanh", "Transpose", "Where",
+    "Neg", "Pow", "Relu", "Reshape", "ScaledMatMul", "ScatterAdd", "Sigmoid", "Softmax", "Sqrt",
+    "Stack", "Sub", "Sum", "Take", "Tanh", "Transpose", "Where",
     "abs", "add", "astype", "broadcast_to", "clip", "concatenate", "div", "embedding", "exp",
     "gather", "gelu", "getitem", "layer_norm", "log", "log_softmax", "matmul", "max", "mean", "mul",
-    "neg", "pow", "relu", "reshape", "scatter_add", "sigmoid", "softmax", "sqrt", "stack", "sub",
-    "sum", "take", "tanh", "topk_mask", "transpose", "where",
+    "neg", "pow", "relu", "reshape", "scaled_matmul", "scatter_add", "sigmoid", "softmax", "sqrt",
+    "stack", "sub", "sum", "take", "tanh", "topk_mask", "transpose", "where",
 ]
 
 

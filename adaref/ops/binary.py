@@ -1,10 +1,11 @@
-"""Elementwise binary ops (broadcasting) and matrix multiplication.
+"""Elementwise binary ops (broadcasting), matrix multiplication, and the product of a
+constant-scaled matrix (the gates' jitter) by a matrix.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from adaref.tensor import Function, ShapeError, Tensor
+from adaref.tensor import DTypeError, Function, ShapeError, Tensor
 from adaref.ops._common import _lift, _pair
 
 
@@ -137,3 +138,40 @@ def matmul(a, b) -> Tensor:
         raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} are not aligned "
                          f"(inner sizes {k_a} and {k_b}, batch dims must broadcast)") from None
     return MatMul.apply(a, b)
+
+
+class ScaledMatMul(Function):
+    """y = (a * s) @ b with a constant s of a's shape (no gradient): a (n, k), s (n, k),
+    b (k, m) -> y (n, m); the gates' jitter (eq. 7) times the first FFN layer.
+
+    The same arithmetic as ``matmul(a * s, b)`` (values and gradients bit-identical),
+    but the product a * s is not kept for the backward pass: it is recomputed there
+    (one elementwise product) for gb, so the graph holds s and not a second (n, k)
+    array besides a.
+    VJP: ga = (g @ b^T) * s, gb = (a * s)^T @ g.
+    """
+
+    name = "scaled_matmul"
+
+    def forward(self, a, b, scale=None):
+        self.a, self.b, self.s = a, b, scale
+        return (a * scale) @ b
+
+    def backward(self, g):
+        ga = (g @ np.swapaxes(self.b, -1, -2)) * self.s if self.needs_grad[0] else None
+        gb = np.swapaxes(self.a * self.s, -1, -2) @ g if self.needs_grad[1] else None
+        return ga, gb
+
+
+def scaled_matmul(a, b, scale) -> Tensor:
+    """``(a * scale) @ b`` for 2-D a (n, k) and b (k, m) and a constant array ``scale``
+    of a's shape, without keeping the product ``a * scale`` for the backward pass."""
+    a, b = _lift(a, b), _lift(b, a)
+    scale = np.asarray(scale.data if isinstance(scale, Tensor) else scale)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ShapeError(f"scaled_matmul: need a (n, k) and b (k, m), got {a.shape} and {b.shape}")
+    if scale.shape != a.shape:
+        raise ShapeError(f"scaled_matmul: scale has shape {scale.shape}, expected a's {a.shape}")
+    if scale.dtype != a.dtype:
+        raise DTypeError(f"scaled_matmul: scale is {scale.dtype} but a is {a.dtype}; cast it")
+    return ScaledMatMul.apply(a, b, scale=scale)

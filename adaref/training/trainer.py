@@ -52,6 +52,9 @@ HISTORY_FIELDS = ["step", "epoch", "k", "train_loss", "train_log_loss", "expert_
 PENDING_BEST = "best.pending.npz"
 #: Arrays per parameter in training: the weights, their gradient and two optimiser slots.
 TRAINING_COPIES = 4
+#: rows read from the memory maps between two releases of their pages (each row read
+#: maps the 64 KB of file around it: at most 16 MB at a time)
+READ_CHUNK = 256
 
 
 def trains_adaensemble(run: RunConfig) -> bool:
@@ -166,7 +169,7 @@ class Trainer:
                                     f"--train.alpha_val shared or --bilevel off")
         for name in ("val", "test"):
             rows = self.rows.get(name, np.zeros(0, np.int64))
-            positives = int(self.labels[rows].sum())
+            positives = int(self._read(rows, ids=False)[1].sum())
             if len(rows) and positives in (0, len(rows)):
                 raise TrainingDataError(f"the {name} split has {positives} positives among {len(rows)} "
                                         f"rows: AUC needs both classes; use more data")
@@ -188,10 +191,31 @@ class Trainer:
         size = min(t.alpha_batch_size or t.batch_size, len(val))
         return self.rng["val"].choice(val, size=size, replace=False)
 
+    def _read(self, rows: np.ndarray, ids: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        """The ids (unless ``ids=False``) and labels of ``rows``, copied from the memory
+        maps in ascending row order, :data:`READ_CHUNK` rows at a time, the data's mapped
+        pages released after each chunk (:meth:`EncodedDataset.release_pages`): reading a
+        row maps the file pages around it, which would otherwise stay resident (all of
+        the ids after an epoch, most of them after one batch of random rows)."""
+        release = getattr(self.ds, "release_pages", None)
+        if release is None:
+            return (self.ids[rows] if ids else None), self.labels[rows]
+        out_ids = np.empty((len(rows),) + self.ids.shape[1:], dtype=self.ids.dtype) if ids else None
+        out_labels = np.empty(len(rows), dtype=self.labels.dtype)
+        order = np.argsort(rows, kind="stable")
+        for start in range(0, len(rows), READ_CHUNK):
+            sel = order[start:start + READ_CHUNK]
+            if ids:
+                out_ids[sel] = self.ids[rows[sel]]
+            out_labels[sel] = self.labels[rows[sel]]
+            release()
+        return out_ids, out_labels
+
     def _loss(self, rows: np.ndarray, rng: np.random.Generator):
-        out = model_output(self.model, self.ids[rows], step=self.state.step, rng=rng)
+        ids, labels = self._read(rows)
+        out = model_output(self.model, ids, step=self.state.step, rng=rng)
         t = self.run.train
-        return objective(out, self.labels[rows], t.lambda1, t.lambda2, t.z_loss, t.exit_loss)
+        return objective(out, labels, t.lambda1, t.lambda2, t.z_loss, t.exit_loss)
 
     # ---------------------------------------------------------------------------- steps
     def _w_step(self, rows: np.ndarray) -> dict[str, float]:
@@ -302,7 +326,7 @@ class Trainer:
         count = max(s.sums.get("count", 0), 1)
         split = "val" if self.has_val else "test"
         try:
-            ev = evaluate(self.model, self.ids[self.rows[split]], self.labels[self.rows[split]], step=s.step,
+            ev = evaluate(self.model, *self._read(self.rows[split]), step=s.step,
                           batch_size=self.run.train.eval_batch_size)
         except FloatingPointError as e:
             raise TrainingDiverged(f"step {s.step}: evaluating on the {split} split: {e}; "
@@ -350,7 +374,7 @@ class Trainer:
         # the selected weights are scored at the k they were selected at (annealing moves k)
         step = self.state.best_step if self.state.best_step >= 0 else self.state.step
         try:
-            test = evaluate(self.model, self.ids[self.rows["test"]], self.labels[self.rows["test"]],
+            test = evaluate(self.model, *self._read(self.rows["test"]),
                             step=step, batch_size=self.run.train.eval_batch_size)
         except FloatingPointError as e:
             raise TrainingDiverged(f"step {step}: evaluating the selected weights on the test split: "
