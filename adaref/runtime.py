@@ -48,6 +48,28 @@ def keep_freed_memory(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 <
     return _applied
 
 
+def release_freed_memory() -> bool:
+    """Hand the freed memory that :func:`keep_freed_memory` keeps back to the kernel
+    (glibc's ``malloc_trim(0)``), when that setting is in effect; returns whether it ran.
+
+    The trainer calls it before each evaluation: the freed memory a training step
+    leaves is kept for the next step, but evaluation allocates its own arrays of other
+    sizes, which would otherwise find no room in it and raise the peak resident memory
+    above the training steps' (measured, peak RSS of ``python -m adaref.train`` with 4
+    steps on 200,000 rows: 0.95 GB, with the release 0.89 GB). The next training
+    step faults its pages in again, once per evaluation.
+    """
+    if not _applied:
+        return False
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
+
+
 def describe() -> str:
     """One line for a benchmark header: whether :func:`keep_freed_memory` is in effect.
 

@@ -40,3 +40,19 @@ def test_the_programs_call_it_and_the_package_does_not():
     assert "keep_freed_memory()" in (root / "train.py").read_text()
     assert "keep_freed_memory()" in (root / "bench" / "__main__.py").read_text()
     assert "runtime" not in (root / "__init__.py").read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_freed_memory_is_released_only_where_it_is_kept():
+    code = ("import adaref.runtime as r; a = r.release_freed_memory(); kept = r.keep_freed_memory(); "
+            "import numpy as np; x = [np.ones(1 << 20) for _ in range(20)]; del x; "
+            "print(a, kept, r.release_freed_memory() == kept)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "False" and out[2] == "True"     # nothing before keep_freed_memory
+
+
+def test_the_trainer_releases_freed_memory_before_evaluating():
+    from pathlib import Path
+    import adaref
+    text = (Path(adaref.__file__).parent / "training" / "trainer.py").read_text()
+    assert text.count("runtime.release_freed_memory()") == 2

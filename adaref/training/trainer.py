@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from adaref import runtime
 from adaref.config import ConfigError
 from adaref.io import NpzError, load_npz, save_npz, write_json
 from adaref.model.adaensemble import first_difference
@@ -322,6 +323,7 @@ class Trainer:
         progress.close()
 
     def _evaluate_and_checkpoint(self) -> dict:
+        runtime.release_freed_memory()      # evaluation's arrays need not sit on the steps' peak
         s = self.state
         count = max(s.sums.get("count", 0), 1)
         split = "val" if self.has_val else "test"
@@ -373,6 +375,7 @@ class Trainer:
                 raise StateDictError(f"{self.dir / 'best.npz'}: {e}") from None
         # the selected weights are scored at the k they were selected at (annealing moves k)
         step = self.state.best_step if self.state.best_step >= 0 else self.state.step
+        runtime.release_freed_memory()
         try:
             test = evaluate(self.model, *self._read(self.rows["test"]),
                             step=step, batch_size=self.run.train.eval_batch_size)
