@@ -226,7 +226,7 @@ class _Node:
     ``parents`` this way (a leaf as itself), so a forward graph holds an intermediate
     array only where an op saved it for its backward pass (or the caller still holds
     the tensor), not because another op read it. One node per tensor
-    (:meth:`Tensor._graph_node`), so the engine's bookkeeping by identity is unchanged.
+    (:func:`_graph_node`), so the engine's bookkeeping by identity is unchanged.
     """
 
     __slots__ = ("_ctx", "requires_grad", "shape", "name")

@@ -154,10 +154,11 @@ class Attention(Function):
     """o = softmax(scale q k^T, masked keys -inf) v per example and head.
 
     Shapes: q, k, v (B, F, H, dh) -> o (B, F, H, dh); mask (B, F) bool (a constant).
-    VJP in :mod:`adaref.kernels.attention`. Saved for it: q, k, v (the projections'
-    outputs, kept by the graph in any case) and the mask; the probabilities
-    (B, H, F, F), twice the size of q, k and v together at F = 39, dh = 8, are
-    recomputed by the backward kernel with the forward's arithmetic (bit-identical).
+    VJP in :mod:`adaref.kernels.attention`. Saved for it: q, k, v and the mask; the
+    probabilities (B, H, F, F), 1.6 times the size of q, k and v together at F = 39,
+    dh = 8, are recomputed by the backward kernel with the forward's arithmetic
+    (bit-identical). :class:`ProjectedAttention` keeps the projections' input instead
+    of q, k and v.
     """
 
     name = "attention"
@@ -308,10 +309,10 @@ class Conv1dAct(Function):
 
     Forward: cols = im2col(x) (B, T, K*C); y = act(cols @ W.reshape(K*C, O) + b).
     VJP with gz = g * act'(.): gW = cols^T gz, gb = sum gz, gx = col2im(gz W^T).
-    Saved: x (the graph keeps it in any case) and, for relu, where y > 0 (one byte per
-    entry; y itself is freed once its reader, the pooling, is done with it); cols, K
-    times the size of x, is a temporary of each direction (im2col only copies, so the
-    backward's cols equal the forward's).
+    Saved: x (through :mod:`adaref.saved`: a dispatched copy is gathered again) and, for
+    relu, where y > 0 (one byte per entry; y itself is freed once its reader, the
+    pooling, is done with it); cols, K times the size of x, is a temporary of each
+    direction (im2col only copies, so the backward's cols equal the forward's).
     """
 
     name = "conv1d_act"
