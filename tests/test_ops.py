@@ -72,6 +72,22 @@ def matmul_shapes(draw):
 def test_matmul(): pass
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("b_shape", [(37,), (37, 1), (3, 37, 1)])
+def test_matmul_gradient_through_an_inner_size_of_one_is_blas_bit_for_bit(dtype, b_shape):
+    """A matrix-vector product's input gradient g b^T has inner size 1: computed as a
+    broadcast product (BLAS is slow there), it equals the matmul to the last bit."""
+    rng = np.random.default_rng(5)
+    a = Tensor(rng.standard_normal((3, 513, 37)).astype(dtype), requires_grad=True)
+    b = Tensor(rng.standard_normal(b_shape).astype(dtype), requires_grad=True)
+    y = ops.matmul(a, b)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(g)
+    b2 = b.data[:, None] if b.ndim == 1 else b.data
+    want = g.reshape(a.shape[:-1] + (1,)) @ np.swapaxes(b2, -1, -2)   # BLAS, inner size 1
+    assert a.grad.dtype == dtype and np.array_equal(a.grad, want)
+
+
 @st.composite
 def scaled_matmul_case(draw):
     n, k, m = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))

@@ -52,6 +52,18 @@ from adaref.kernels import Kernel
 from adaref.kernels.expm import exp_nonpositive
 
 CHUNK = 64   # examples per parallel task: each task owns its scratch arrays
+LANES = 8    # float64 values per 512-bit vector: the query columns are padded to a multiple
+
+
+def _padded(nf):
+    """The scratch arrays' number of query columns: F rounded up to a multiple of
+    LANES, so that every loop over queries runs in whole vectors (LLVM's scalar
+    remainder loop had up to LANES - 1 iterations of every F = 39 row). The columns
+    past F belong to no query; nothing is read from them."""
+    return (nf + LANES - 1) // LANES * LANES
+
+
+padded = numba.njit(inline="always")(_padded)
 
 
 def _probabilities_numpy(q, k, mask, scale):
@@ -80,15 +92,15 @@ def _attention_forward_numpy(o, a, q, k, v, mask, scale):
 
 def _key_dots(out, xt, y, b, h):
     """out[j, i] = sum_d xt[d, i] * y[b, j, h, d], summed over d in order: the dot
-    products of every key j with every query i (xt: queries transposed, (dh, F)),
-    the inner loop over queries i (vectorised)."""
-    nf, dh = out.shape[0], xt.shape[0]
-    for j in range(nf):
-        for i in range(nf):
+    products of every key j < F with every query column i < out.shape[1] (xt: queries
+    transposed, (dh, padded F)), the inner loop over query columns (vectorised)."""
+    nk, nq, dh = out.shape[0], out.shape[1], xt.shape[0]
+    for j in range(nk):
+        for i in range(nq):
             out[j, i] = 0.0
         for d in range(dh):
             yd = y[b, j, h, d]
-            for i in range(nf):
+            for i in range(nq):
                 out[j, i] += xt[d, i] * yd
 
 
@@ -97,38 +109,43 @@ key_dots = numba.njit(inline="always")(_key_dots)
 
 def _probabilities_loop(st, qt, m, inv, pow2, q, k, mask, scale, b, h):
     """st[j, i] <- the probability a_ij of example b, head h (float64 scratch laid out
-    [key j, query i]); qt (dh, F), m, inv (F,) and pow2 (F*F,) are scratch. Compiled on
-    its own without fast-math flags and called (not inlined by Numba) from both the
-    forward and the backward kernel, so both compute bit-identical probabilities."""
+    [key j, query column i]); qt (dh, P), m, inv (P,) and pow2 (F*P,) are scratch, P =
+    :func:`padded` F query columns: the columns i >= F of qt must hold zeros (the caller
+    zeroes them once), so those columns are the probabilities of a zero query, finite
+    and never read. Compiled on its own without fast-math flags and called (not inlined
+    by Numba) from both the forward and the backward kernel, so both compute
+    bit-identical probabilities."""
     nf, dh = q.shape[1], q.shape[3]
-    flat = st.reshape(nf * nf)
-    for i in range(nf):
+    nq = st.shape[1]
+    flat = st.reshape(nf * nq)
+    for i in range(nq):
         m[i] = -np.inf
+    for i in range(nf):
         for d in range(dh):
             qt[d, i] = q[b, i, h, d]
     key_dots(st, qt, k, b, h)           # st[j, i] = <q_i, k_j>
     for j in range(nf):                 # scaled, masked, and each query's max
         if mask[b, j]:
-            for i in range(nf):
+            for i in range(nq):
                 st[j, i] *= scale
                 if st[j, i] > m[i]:
                     m[i] = st[j, i]
         else:
-            for i in range(nf):
+            for i in range(nq):
                 st[j, i] = -np.inf      # masked key: probability 0
     for j in range(nf):
-        for i in range(nf):
+        for i in range(nq):
             st[j, i] -= m[i]
-    exp_nonpositive(flat, pow2.view(np.int64), pow2, nf * nf)
-    for i in range(nf):
+    exp_nonpositive(flat, pow2.view(np.int64), pow2, nf * nq)
+    for i in range(nq):
         inv[i] = 0.0
     for j in range(nf):                 # sum over keys j in index order
-        for i in range(nf):
+        for i in range(nq):
             inv[i] += st[j, i]
-    for i in range(nf):
+    for i in range(nq):
         inv[i] = 1.0 / inv[i]
     for j in range(nf):
-        for i in range(nf):
+        for i in range(nq):
             st[j, i] *= inv[i]
 
 
@@ -140,13 +157,14 @@ def _attention_forward_loop(o, a, q, k, v, mask, scale):
     # that every inner loop runs over the F queries (LLVM vectorises them) and the
     # softmax's exps are one call over F*F values (kernels.expm).
     nb, nf, nh, dh = q.shape
+    nq = padded(nf)                                 # query columns: F and zero padding
     for c in prange((nb + CHUNK - 1) // CHUNK):     # chunks of examples run in parallel
-        qt = np.empty((dh, nf))                     # one head's queries, transposed
-        st = np.empty((nf, nf))                     # st[j, i]: probability a_ij
-        pow2 = np.empty(nf * nf)                    # scratch of exp_nonpositive
-        m = np.empty(nf)                            # max score of each query
-        inv = np.empty(nf)                          # 1 / sum of each query's exps
-        ot = np.empty((dh, nf))                     # output, transposed
+        qt = np.zeros((dh, nq))                     # one head's queries, transposed
+        st = np.empty((nf, nq))                     # st[j, i]: probability a_ij
+        pow2 = np.empty(nf * nq)                    # scratch of exp_nonpositive
+        m = np.empty(nq)                            # max score of each query
+        inv = np.empty(nq)                          # 1 / sum of each query's exps
+        ot = np.empty((dh, nq))                     # output, transposed
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             for h in range(nh):
                 probabilities_loop(st, qt, m, inv, pow2, q, k, mask, scale, b, h)
@@ -155,12 +173,12 @@ def _attention_forward_loop(o, a, q, k, v, mask, scale):
                         for j in range(nf):
                             a[b, h, i, j] = st[j, i]
                 for d in range(dh):                 # o = a v, summed over j in order
-                    for i in range(nf):
+                    for i in range(nq):
                         ot[d, i] = 0.0
                 for j in range(nf):
                     for d in range(dh):
                         vd = v[b, j, h, d]
-                        for i in range(nf):
+                        for i in range(nq):
                             ot[d, i] += st[j, i] * vd
                 for i in range(nf):
                     for d in range(dh):
@@ -188,44 +206,51 @@ def _attention_backward_loop(gq, gk, gv, go, q, k, v, mask, scale):
     # The probabilities come from the forward's routine (no reassoc there), rounded
     # to the input dtype as the forward would store them.
     nb, nf, nh, dh = q.shape
+    nq = padded(nf)                                 # query columns: F and zero padding
     for c in prange((nb + CHUNK - 1) // CHUNK):     # chunks of examples run in parallel
-        st = np.empty((nf, nf))                     # probabilities, float64
-        pow2 = np.empty(nf * nf)                    # scratch of the recomputation
-        m = np.empty(nf)
-        inv = np.empty(nf)
-        stored = np.empty((nf, nf), dtype=q.dtype)  # rounded as a stored a would be
-        at = np.empty((nf, nf))                     # at[j, i] = a_ij
-        ga = np.empty((nf, nf))                     # ga[j, i] = <go_i, v_j>, then gs
-        qt = np.empty((dh, nf))                     # queries, transposed
-        got = np.empty((dh, nf))                    # output gradient, transposed
-        gqt = np.empty((dh, nf))                    # query gradient, transposed
-        row = np.empty(nf)                          # sum_j a_ij ga_ij of each query
+        st = np.empty((nf, nq))                     # probabilities, float64
+        pow2 = np.empty(nf * nq)                    # scratch of the recomputation
+        m = np.empty(nq)
+        inv = np.empty(nq)
+        stored = np.empty((nf, nq), dtype=q.dtype)  # rounded as a stored a would be
+        at = np.empty((nf, nq))                     # at[j, i] = a_ij
+        ga = np.empty((nf, nq))                     # ga[j, i] = <go_i, v_j>, then gs
+        qt = np.zeros((dh, nq))                     # queries, transposed (padding: 0)
+        got = np.zeros((dh, nq))                    # output gradient, transposed (0)
+        gqt = np.empty((dh, nq))                    # query gradient, transposed
+        row = np.empty(nq)                          # sum_j a_ij ga_ij of each query
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             for h in range(nh):
                 probabilities_loop(st, qt, m, inv, pow2, q, k, mask, scale, b, h)
                 for j in range(nf):
-                    for i in range(nf):
+                    for i in range(nq):
                         stored[j, i] = st[j, i]
                 for i in range(nf):
                     for d in range(dh):
                         qt[d, i] = q[b, i, h, d]
                         got[d, i] = go[b, i, h, d]
+                for d in range(dh):
+                    for i in range(nq):
                         gqt[d, i] = 0.0
-                    for j in range(nf):
+                for j in range(nf):
+                    for i in range(nq):
                         at[j, i] = stored[j, i]
+                for i in range(nq):
                     row[i] = 0.0
                 key_dots(ga, got, v, b, h)          # ga[j, i] = <go_i, v_j>
                 for j in range(nf):
-                    for i in range(nf):
+                    for i in range(nq):
                         row[i] += at[j, i] * ga[j, i]
+                # a padding column has got = 0, so ga = row = gs = 0 there: it adds
+                # exact zeros to gk and gv
                 for j in range(nf):
-                    for i in range(nf):
+                    for i in range(nq):
                         ga[j, i] = at[j, i] * (ga[j, i] - row[i]) * scale     # gs
                     for d in range(dh):
                         kd = k[b, j, h, d]
                         sk = 0.0
                         sv = 0.0
-                        for i in range(nf):
+                        for i in range(nq):
                             gqt[d, i] += ga[j, i] * kd
                             sk += ga[j, i] * qt[d, i]
                             sv += at[j, i] * got[d, i]

@@ -68,7 +68,7 @@ def _rowwise_dot_numpy(out, g, rows, values):
 
 def _rowwise_dot_loop(out, g, rows, values):
     n, c = values.shape
-    for i in range(n):
+    for i in prange(n):           # each iteration sums its own row: in parallel
         r = rows[i]
         acc = 0.0
         for j in range(c):
@@ -81,4 +81,4 @@ scatter_add_scaled = Kernel("scatter_add_scaled", _scatter_add_scaled_numpy, _sc
                             parallel=True)
 gather_rows_scaled = Kernel("gather_rows_scaled", _gather_rows_scaled_numpy, _gather_rows_scaled_loop,
                             parallel=True)
-rowwise_dot = Kernel("rowwise_dot", _rowwise_dot_numpy, _rowwise_dot_loop)
+rowwise_dot = Kernel("rowwise_dot", _rowwise_dot_numpy, _rowwise_dot_loop, parallel=True)
