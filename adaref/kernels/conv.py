@@ -26,6 +26,11 @@ both twins, so Numba and NumPy agree **exactly** (tested).
 """
 import numpy as np
 
+try:
+    from numba import prange   # parallel examples under the JIT; a plain range without it
+except ImportError:            # the NumPy twins run without Numba
+    prange = range
+
 from adaref.kernels import Kernel
 
 
@@ -78,17 +83,15 @@ def _col2im_loop(gx, gcols, pad_left):
     nb, length, c = gx.shape
     t_out = gcols.shape[1]
     width = gcols.shape[2] // c
-    for b in range(nb):
+    for b in prange(nb):                                            # examples in parallel
         for s in range(length):                                     # gather per target
-            dst = gx[b, s]                                          # (C,)
             for ch in range(c):
-                dst[ch] = 0.0
+                gx[b, s, ch] = 0.0
             for j in range(width):                                  # in order of j, as NumPy
                 t = s + pad_left - j
                 if 0 <= t < t_out:
-                    src = gcols[b, t]                               # (K*C,)
                     for ch in range(c):
-                        dst[ch] += src[j * c + ch]
+                        gx[b, s, ch] += gcols[b, t, j * c + ch]
 
 
 def _maxpool_forward_numpy(out, index, x, p):
@@ -136,6 +139,6 @@ def _maxpool_backward_loop(gx, g, index, p):
 
 
 im2col = Kernel("im2col", _im2col_numpy, _im2col_loop)
-col2im = Kernel("col2im", _col2im_numpy, _col2im_loop)
+col2im = Kernel("col2im", _col2im_numpy, _col2im_loop, parallel=True)
 maxpool_forward = Kernel("maxpool_forward", _maxpool_forward_numpy, _maxpool_forward_loop)
 maxpool_backward = Kernel("maxpool_backward", _maxpool_backward_numpy, _maxpool_backward_loop)
