@@ -116,6 +116,42 @@ def test_layer_norm_twins_agree_and_both_pass_the_oracle(x, affine):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@given(scatter_case(), st.data())
+def test_gather_scaled_dot_twins_agree_within_the_stated_bound(case, data):
+    """The combine's fused backward: out = scale * g[rows] identical on both twins; the
+    dots (summed in different orders) within C * eps * sum |g * values| of each other and
+    of a float64 sum; a NaN in a row's values makes that row's dot NaN (the loop's
+    reassociation keeps NaN)."""
+    r, _, g = case
+    n = min(len(g), r)
+    rows = np.array(data.draw(st.permutations(range(r)))[:n], dtype=np.int64)
+    g = np.concatenate([g, np.ones((max(r - len(g), 0), g.shape[1]), g.dtype)])[:r]      # (B, C)
+    c = g.shape[1]
+    values = data.draw(hnp.arrays(g.dtype, (n, c), elements=st.floats(-1e3, 1e3, width=32)))
+    scale = data.draw(hnp.arrays(g.dtype, (n,), elements=st.floats(-2, 2, width=32)))
+    poison = n > 0 and data.draw(st.booleans())
+    if poison:
+        values[0, 0] = np.nan
+    res = {}
+    for backend in kernels.BACKENDS:
+        out, dots = np.empty((n, c), g.dtype), np.empty(n, g.dtype)
+        with kernels.use_backend(backend):
+            kernels.gather_scaled_dot(out, dots, g, rows, scale, values)
+        res[backend] = out, dots
+    np.testing.assert_array_equal(res["numba"][0], res["numpy"][0])
+    np.testing.assert_array_equal(res["numpy"][0], g[rows] * scale[:, None])
+    prods = g[rows].astype(np.float64) * values                                      # (n, C)
+    exact, bound = prods.sum(1), c * np.finfo(g.dtype).eps * np.abs(prods).sum(1) + 1e-300
+    for backend in kernels.BACKENDS:
+        dots = res[backend][1].astype(np.float64)
+        if poison:
+            assert np.isnan(dots[0])
+            dots, ok = dots[1:], slice(1, None)
+        else:
+            ok = slice(None)
+        assert np.all(np.abs(dots - exact[ok]) <= bound[ok] + np.abs(exact[ok]) * np.finfo(g.dtype).eps)
+
+
 @pytest.mark.parametrize("backend", kernels.BACKENDS)
 def test_layer_norm_propagates_nan_and_inf(backend):
     # the loop is compiled with fast-math reassociation only: NaN/Inf must still show
@@ -182,6 +218,8 @@ def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
         gathered, scaled = np.empty((1700, 16), np.float32), np.empty((1700, 16), np.float32)
         kernels.gather_rows(gathered, x, rows)
         kernels.gather_rows_scaled(scaled, x, rows, scale)
+        fused_scaled, fused_dots = np.empty((1700, 16), np.float32), np.empty(1700, np.float32)
+        kernels.gather_scaled_dot(fused_scaled, fused_dots, x, rows, scale, vals)
         out, unit = x.copy(), x.copy()
         kernels.scatter_add_scaled(out, rows, scale, vals)
         kernels.scatter_add_unique_rows(unit, rows, vals)
@@ -189,7 +227,7 @@ def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
         pos[rows, 0] = np.arange(1700)
         fused = np.empty((3001, 16), np.float32)
         kernels.combine_norm(fused, x, np.ones((3001, 1), np.float32), pos, (vals,), gain, bias, 1e-5)
-        return y, xhat, inv, gathered, scaled, out, unit, fused
+        return y, xhat, inv, gathered, scaled, fused_scaled, fused_dots, out, unit, fused
 
     before = numba.get_num_threads()
     with kernels.use_backend("numba"):

@@ -80,7 +80,7 @@ class Kernel:
 
 
 from adaref.kernels.scatter import scatter_add_rows, scatter_add_unique_rows  # noqa: E402,F401
-from adaref.kernels.dispatch import (gather_rows, gather_rows_scaled, rowwise_dot,  # noqa: E402,F401
+from adaref.kernels.dispatch import (gather_rows, gather_rows_scaled, gather_scaled_dot,  # noqa: E402,F401
                                      scatter_add_scaled)
 from adaref.kernels.norm import layer_norm_backward, layer_norm_forward  # noqa: E402,F401
 from adaref.kernels.rows import softmax_rows, topk_rows  # noqa: E402,F401

@@ -5,8 +5,9 @@ Rows are examples; each example's feature map is flattened to one row of length
 F*D, so every kernel works on 2-D arrays ``(rows, F*D)``. Within one expert the row
 indices are unique, so each output row is written by one iteration: the loops over rows
 run in parallel (``prange``), and Numba and NumPy agree exactly (no reordered sums),
-except :data:`rowwise_dot`, whose NumPy twin sums with ``np.einsum`` (pairwise order):
-there the two agree to a few float64 ulps.
+except the dot products of :data:`gather_scaled_dot`, which the NumPy twin sums with
+``np.einsum`` (pairwise order) and the loop in vectorised float64 lanes: there the two
+agree to rounding.
 """
 import numpy as np
 try:
@@ -57,23 +58,30 @@ def _gather_rows_scaled_loop(out, g, rows, scale):
             out[i, j] = g[r, j] * s
 
 
-def _rowwise_dot_numpy(out, g, rows, values):
-    """out[i] = sum_c g[rows[i], c] * values[i, c]. Shapes: out (n,), g (B, C), values (n, C).
+def _gather_scaled_dot_numpy(out, dots, g, rows, scale, values):
+    """The combine's backward for one expert in one pass over g's rows (eq. 12):
+    out[i] = scale[i] * g[rows[i]] and dots[i] = sum_c g[rows[i], c] * values[i, c].
+    Shapes: out (n, C), dots (n,), g (B, C), rows (n,), scale (n,), values (n, C).
 
-    The NumPy twin sums with einsum (pairwise); the loop sums left to right: they agree
-    to rounding, |diff| <= C * eps * sum_c |g * values|.
+    ``out`` is exactly :data:`gather_rows_scaled`'s. The twins' ``dots`` differ in the
+    order of the sum (the loop adds in vectorised float64 lanes, the twin pairwise in
+    the inputs' dtype): |diff| <= C * eps * sum_c |g * values|, eps of the inputs' dtype.
     """
-    np.einsum("nc,nc->n", g[rows], values, out=out)
+    gathered = g[rows]                                                     # (n, C)
+    np.multiply(gathered, scale[:, None], out=out)
+    np.einsum("nc,nc->n", gathered, values, out=dots)
 
 
-def _rowwise_dot_loop(out, g, rows, values):
-    n, c = values.shape
-    for i in prange(n):           # each iteration sums its own row: in parallel
-        r = rows[i]
-        acc = 0.0
+def _gather_scaled_dot_loop(out, dots, g, rows, scale, values):
+    n, c = out.shape
+    for i in prange(n):           # each iteration writes its own row and dot: in parallel
+        r, s = rows[i], scale[i]
+        acc = 0.0                 # float64; reassociated into lanes (Kernel(reassoc=True))
         for j in range(c):
-            acc += g[r, j] * values[i, j]
-        out[i] = acc
+            v = g[r, j]           # g's row is read once for both results
+            out[i, j] = v * s
+            acc += v * values[i, j]
+        dots[i] = acc
 
 
 gather_rows = Kernel("gather_rows", _gather_rows_numpy, _gather_rows_loop, parallel=True)
@@ -81,4 +89,5 @@ scatter_add_scaled = Kernel("scatter_add_scaled", _scatter_add_scaled_numpy, _sc
                             parallel=True)
 gather_rows_scaled = Kernel("gather_rows_scaled", _gather_rows_scaled_numpy, _gather_rows_scaled_loop,
                             parallel=True)
-rowwise_dot = Kernel("rowwise_dot", _rowwise_dot_numpy, _rowwise_dot_loop, parallel=True)
+gather_scaled_dot = Kernel("gather_scaled_dot", _gather_scaled_dot_numpy, _gather_scaled_dot_loop,
+                           parallel=True, reassoc=True)

@@ -106,12 +106,13 @@ class Combine(Function):
         for y, r, j in zip(self.ys, self.rows, self.experts):
             scale = np.ascontiguousarray(self.w[r, j])                           # (n_j,)
             gy = np.empty((len(r), g2.shape[1]), dtype=g.dtype)                  # (n_j, F*D)
-            kernels.gather_rows_scaled(gy, g2, r, scale)
-            gys.append(gy.reshape(y.shape))
-            if gw is not None:
+            if gw is None:
+                kernels.gather_rows_scaled(gy, g2, r, scale)
+            else:                                      # one pass over g's rows for both
                 dots = np.empty(len(r), dtype=g.dtype)                           # (n_j,)
-                kernels.rowwise_dot(dots, g2, r, _rows2d(y))
+                kernels.gather_scaled_dot(gy, dots, g2, r, scale, _rows2d(y))
                 gw[r, j] = dots
+            gys.append(gy.reshape(y.shape))
         return (gw, g, *gys) if self.has_base else (gw, *gys)
 
 
