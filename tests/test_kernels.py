@@ -197,8 +197,9 @@ def test_layer_norm_without_grad_gives_the_same_output_and_saves_nothing(backend
 
 
 def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
-    """The layer-norm forward, the row gather/scatter and the fused combine-norm kernels
-    run rows in parallel; each row is computed by one iteration alone, so the thread
+    """The layer-norm forward, the row gather/scatter, the fused combine-norm and the
+    Hadamard / bias + activation kernels run rows in parallel; each row is computed by
+    one iteration alone (and the bias sums on one thread, in row order), so the thread
     count cannot change a bit."""
     numba = pytest.importorskip("numba")
     threads = min(4, numba.config.NUMBA_NUM_THREADS)
@@ -227,7 +228,15 @@ def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
         pos[rows, 0] = np.arange(1700)
         fused = np.empty((3001, 16), np.float32)
         kernels.combine_norm(fused, x, np.ones((3001, 1), np.float32), pos, (vals,), gain, bias, 1e-5)
-        return y, xhat, inv, gathered, scaled, fused_scaled, fused_dots, out, unit, fused
+        from adaref.kernels import hadamard as khad
+        had, gz, gu, gb = (np.empty_like(x), np.empty_like(x), np.empty_like(x), np.empty(16, np.float32))
+        khad.hadamard_forward(had, x, x * 0.5, gain, khad.BIAS_INSIDE)
+        khad.hadamard_backward(gz, gu, gb, had, x, x * 0.5, gain, khad.BIAS_INSIDE)
+        act, cs = np.empty_like(x), np.empty(16, np.float32)
+        khad.bias_act_forward(act, x, bias, khad.ACT_RELU)
+        khad.column_sum(cs, x)
+        return (y, xhat, inv, gathered, scaled, fused_scaled, fused_dots, out, unit, fused,
+                had, gz, gu, gb, act, cs)
 
     before = numba.get_num_threads()
     with kernels.use_backend("numba"):

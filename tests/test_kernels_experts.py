@@ -48,7 +48,9 @@ def arrays(draw, dtype, *shapes):
 # ============================================================================
 # 1. twins agree
 # ============================================================================
-@given(st.data(), st.integers(1, 40), st.integers(1, 9), st.sampled_from([0, 1, 2]),
+# n up to 600: the loops run blocks of khad.ROWS = 256 rows in parallel, so one, two and
+# three blocks (the last one partial) are drawn
+@given(st.data(), st.integers(1, 600), st.integers(1, 9), st.sampled_from([0, 1, 2]),
        st.sampled_from(DTYPES))
 def test_hadamard_twins_agree_exactly(data, n, m, mode, dtype):
     z, u, g = arrays(data.draw, dtype, (n, m), (n, m), (n, m))
@@ -72,7 +74,7 @@ def assert_sum_bound(a, b, terms, dtype):
     assert np.all(np.abs(a.astype(np.float64) - b) <= bound + np.finfo(dtype).tiny)
 
 
-@given(st.data(), st.integers(1, 40), st.integers(1, 9), st.sampled_from([0, 1]),
+@given(st.data(), st.integers(1, 600), st.integers(1, 9), st.sampled_from([0, 1]),
        st.sampled_from(DTYPES))
 def test_bias_act_twins_agree_exactly(data, n, m, act, dtype):
     z, g = arrays(data.draw, dtype, (n, m), (n, m))
@@ -84,6 +86,11 @@ def test_bias_act_twins_agree_exactly(data, n, m, act, dtype):
                    np.zeros_like(z), np.zeros(m, dtype))
     np.testing.assert_array_equal(bwd["numba"][0], bwd["numpy"][0])
     assert_sum_bound(bwd["numba"][1], bwd["numpy"][1], bwd["numpy"][0], dtype)
+    # a linear layer's bias gradient alone (gz = g): the same row-order sum
+    sums = run_both(lambda gb: khad.column_sum(gb, g), np.zeros(m, dtype))
+    assert_sum_bound(sums["numba"][0], sums["numpy"][0], g, dtype)
+    if act == khad.ACT_LINEAR:
+        np.testing.assert_array_equal(sums["numba"][0], bwd["numba"][1])
 
 
 @given(st.data(), st.integers(1, 3), st.integers(1, 7), st.integers(1, 3), st.integers(1, 4),

@@ -35,7 +35,7 @@ from adaref.kernels.attention import attention_backward, attention_forward
 from adaref.kernels.conv import col2im, im2col, maxpool_backward, maxpool_forward
 from adaref.kernels.hadamard import (ACT_LINEAR, ACT_RELU, BIAS_INSIDE, BIAS_NONE,
                                      BIAS_OUTSIDE, bias_act_backward, bias_act_forward,
-                                     hadamard_backward, hadamard_forward)
+                                     column_sum, hadamard_backward, hadamard_forward)
 from adaref.tensor import Function, ShapeError, Tensor
 
 FUSED_ACTIVATIONS = {"linear": ACT_LINEAR, "relu": ACT_RELU}
@@ -45,6 +45,20 @@ BIAS_MODES = {None: BIAS_NONE, "outside": BIAS_OUTSIDE, "inside": BIAS_INSIDE}
 def _rows(x: np.ndarray, width: int) -> np.ndarray:
     """``x`` as a C-contiguous (rows, width) array (a view when it already is one)."""
     return np.ascontiguousarray(x.reshape(-1, width))
+
+
+def _bias_act_grad(g2: np.ndarray, y: np.ndarray, act: int, own_g: bool = False):
+    """(gz, gb) for y = act(z + b) given g2 = dL/dy (N, M): gz = g * act'(.) (N, M) and
+    gb = sum over rows of gz (M,). For a linear act gz is g2 itself (no copy); for relu
+    ``y`` is y or the mask y > 0, and ``own_g`` lets gz overwrite g2 (the caller's own
+    array, not the engine's)."""
+    gb = np.empty(g2.shape[1], dtype=g2.dtype)                       # (M,)
+    if act == ACT_LINEAR:
+        column_sum(gb, g2)
+        return g2, gb
+    gz = g2 if own_g else np.empty_like(g2)                          # (N, M)
+    bias_act_backward(gz, gb, g2, y, act)
+    return gz, gb
 
 
 # ============================================================================
@@ -69,8 +83,7 @@ class LinearAct(Function):
 
     def backward(self, g):
         g2 = _rows(g, self.W.shape[1])                               # (N, M)
-        gz, gb = np.empty_like(g2), np.empty(g2.shape[1], dtype=g2.dtype)
-        bias_act_backward(gz, gb, g2, g2 if self.y is None else self.y, self.act)
+        gz, gb = _bias_act_grad(g2, self.y, self.act)
         ga = (gz @ self.W.T).reshape(self.lead + (self.W.shape[0],)) if self.needs_grad[0] else None
         gW = saved.load(self.a2).T @ gz if self.needs_grad[1] else None   # (K, M)
         return ga, gW, gb
@@ -248,8 +261,7 @@ class ProjectedAttention(Function):
         gx, grads = None, []
         for i, (W, y, gy) in enumerate(zip(self.Ws, qkv, gqkv)):     # q, k, v: the engine's order
             g2 = _rows(gy, W.shape[1])                               # (B*F, A)
-            gz, gb = np.empty_like(g2), np.empty(g2.shape[1], dtype=g2.dtype)
-            bias_act_backward(gz, gb, g2, _rows(y, W.shape[1]), self.act)
+            gz, gb = _bias_act_grad(g2, _rows(y, W.shape[1]), self.act, own_g=True)   # gy is ours
             if self.needs_grad[0]:
                 ga = (gz @ W.T).reshape(self.shape)                  # (B, F, D)
                 gx = ga if gx is None else np.add(gx, ga, out=gx)
@@ -341,9 +353,8 @@ class Conv1dAct(Function):
     def backward(self, g):
         nb, t_out, n_out = g.shape
         g2 = _rows(g, n_out)                                         # (B*T, O)
-        gz, gb = np.empty_like(g2), np.empty(n_out, dtype=g2.dtype)
         # relu' from the mask: the kernel reads y > 0, and (y > 0) > 0 is the same test
-        bias_act_backward(gz, gb, g2, g2 if self.positive is None else self.positive, self.act)
+        gz, gb = _bias_act_grad(g2, self.positive, self.act)
         gx = gW = None
         if self.needs_grad[0]:
             gcols = (gz @ self.W2.T).reshape(nb, t_out, self.W2.shape[0])   # (B, T, K*C)

@@ -17,7 +17,9 @@ Activations of :data:`bias_act_forward` / :data:`bias_act_backward`: ``ACT_LINEA
 (0) and ``ACT_RELU`` (1).
 
 Agreement of the twins: every elementwise output (y, gz, gu) is computed by the same
-float operations in the same order in both, so they agree **exactly**. The bias
+float operations in the same order in both, so they agree **exactly**; the loops run
+blocks of rows in parallel and then sum the bias gradient on one thread, in row order,
+so their results do not depend on the number of threads. The bias
 gradient gb is a sum over the N rows: the loop adds in row order; NumPy's ``sum(axis=0)``
 does too when M > 1 in practice, but switches to pairwise summation when the column is
 the contiguous axis (M = 1), so the stated bound for gb is
@@ -31,12 +33,29 @@ check exact equality of y, gz, gu and this bound for gb.
 >>> out[0].tolist()
 [2.0, 4.0, 6.0]
 """
+import numba
 import numpy as np
+from numba import prange   # a plain range without the JIT; parallel blocks with it
 
 from adaref.kernels import Kernel
 
 BIAS_NONE, BIAS_OUTSIDE, BIAS_INSIDE = 0, 1, 2
 ACT_LINEAR, ACT_RELU = 0, 1
+ROWS = 256                 # rows per parallel block of the elementwise loops
+
+
+def _column_sums(gb, a):
+    """gb[j] = sum_i a[i, j], adding the rows in order (one thread: the same bits on any
+    number of threads, and as NumPy's ``sum(axis=0)`` for M > 1). Shapes: gb (M,), a (N, M)."""
+    n, m = a.shape
+    for j in range(m):
+        gb[j] = 0.0
+    for i in range(n):
+        for j in range(m):
+            gb[j] += a[i, j]
+
+
+column_sums = numba.njit(inline="always")(_column_sums)
 
 
 # --- y = u * z (+ b) ---------------------------------------------------------------
@@ -56,17 +75,17 @@ def _hadamard_forward_numpy(out, z, u, b, mode):
 
 def _hadamard_forward_loop(out, z, u, b, mode):
     n, m = z.shape
-    for i in range(n):
-        orow, zrow, urow = out[i], z[i], u[i]         # (M,) views
-        if mode == 2:
-            for j in range(m):
-                orow[j] = (zrow[j] + b[j]) * urow[j]
-        elif mode == 1:
-            for j in range(m):
-                orow[j] = urow[j] * zrow[j] + b[j]
-        else:
-            for j in range(m):
-                orow[j] = urow[j] * zrow[j]
+    for blk in prange((n + ROWS - 1) // ROWS):   # blocks of rows: in parallel
+        for i in range(blk * ROWS, min(n, blk * ROWS + ROWS)):
+            if mode == 2:
+                for j in range(m):
+                    out[i, j] = (z[i, j] + b[j]) * u[i, j]
+            elif mode == 1:
+                for j in range(m):
+                    out[i, j] = u[i, j] * z[i, j] + b[j]
+            else:
+                for j in range(m):
+                    out[i, j] = u[i, j] * z[i, j]
 
 
 def _hadamard_backward_numpy(gz, gu, gb, g, z, u, b, mode):
@@ -89,30 +108,24 @@ def _hadamard_backward_numpy(gz, gu, gb, g, z, u, b, mode):
 
 def _hadamard_backward_loop(gz, gu, gb, g, z, u, b, mode):
     n, m = z.shape
-    if mode != 0:
-        for j in range(m):
-            gb[j] = 0.0
-    for i in range(n):
-        gzrow, gurow, grow, zrow, urow = gz[i], gu[i], g[i], z[i], u[i]   # (M,) views
-        if mode == 2:
+    for blk in prange((n + ROWS - 1) // ROWS):   # blocks of rows: in parallel
+        for i in range(blk * ROWS, min(n, blk * ROWS + ROWS)):
             for j in range(m):
-                gzj = grow[j] * urow[j]
-                gzrow[j] = gzj
-                gurow[j] = grow[j] * (zrow[j] + b[j])
-                gb[j] += gzj
-        elif mode == 1:
-            for j in range(m):
-                gzrow[j] = grow[j] * urow[j]
-                gurow[j] = grow[j] * zrow[j]
-                gb[j] += grow[j]
-        else:
-            for j in range(m):
-                gzrow[j] = grow[j] * urow[j]
-                gurow[j] = grow[j] * zrow[j]
+                gz[i, j] = g[i, j] * u[i, j]
+            if mode == 2:
+                for j in range(m):
+                    gu[i, j] = g[i, j] * (z[i, j] + b[j])
+            else:
+                for j in range(m):
+                    gu[i, j] = g[i, j] * z[i, j]
+    if mode == 2:
+        column_sums(gb, gz)
+    elif mode == 1:
+        column_sums(gb, g)
 
 
-hadamard_forward = Kernel("hadamard_forward", _hadamard_forward_numpy, _hadamard_forward_loop)
-hadamard_backward = Kernel("hadamard_backward", _hadamard_backward_numpy, _hadamard_backward_loop)
+hadamard_forward = Kernel("hadamard_forward", _hadamard_forward_numpy, _hadamard_forward_loop, parallel=True)
+hadamard_backward = Kernel("hadamard_backward", _hadamard_backward_numpy, _hadamard_backward_loop, parallel=True)
 
 
 # --- y = act(z + b) ----------------------------------------------------------------
@@ -128,15 +141,15 @@ def _bias_act_forward_numpy(out, z, b, act):
 
 def _bias_act_forward_loop(out, z, b, act):
     n, m = z.shape
-    for i in range(n):
-        orow, zrow = out[i], z[i]                     # (M,) views: a branch-free loop
-        if act == 1:
-            for j in range(m):
-                v = zrow[j] + b[j]
-                orow[j] = v if not v <= 0.0 else 0.0  # NaN propagates, as np.maximum
-        else:
-            for j in range(m):
-                orow[j] = zrow[j] + b[j]
+    for blk in prange((n + ROWS - 1) // ROWS):   # blocks of rows: in parallel
+        for i in range(blk * ROWS, min(n, blk * ROWS + ROWS)):
+            if act == 1:
+                for j in range(m):
+                    v = z[i, j] + b[j]
+                    out[i, j] = v if not v <= 0.0 else 0.0   # NaN propagates, as np.maximum
+            else:
+                for j in range(m):
+                    out[i, j] = z[i, j] + b[j]
 
 
 def _bias_act_backward_numpy(gz, gb, g, y, act):
@@ -169,5 +182,13 @@ def _bias_act_backward_loop(gz, gb, g, y, act):
             gb[j] += gzrow[j]
 
 
-bias_act_forward = Kernel("bias_act_forward", _bias_act_forward_numpy, _bias_act_forward_loop)
+def _column_sum_numpy(gb, a):
+    """gb = sum over rows of a: the bias gradient of a linear layer (gz = g). Shapes:
+    gb (M,), a (N, M). Both twins add the rows in order (NumPy's ``sum(axis=0)`` does for
+    M > 1; for M = 1 it sums pairwise, within the module's bound)."""
+    np.sum(a, axis=0, out=gb)
+
+
+bias_act_forward = Kernel("bias_act_forward", _bias_act_forward_numpy, _bias_act_forward_loop, parallel=True)
 bias_act_backward = Kernel("bias_act_backward", _bias_act_backward_numpy, _bias_act_backward_loop)
+column_sum = Kernel("column_sum", _column_sum_numpy, _column_sums)
