@@ -61,6 +61,7 @@ from typing import Literal
 
 import numpy as np
 
+from adaref.kernels import adam as K
 from adaref.optim.base import Optimizer, OptimizerConfig, SparseUpdate
 
 
@@ -103,3 +104,18 @@ class Adam(Optimizer):
         else:
             w = w - (c.lr * math.sqrt(bc2) / bc1) * m / (np.sqrt(v) + c.eps)
         return w, m, v
+
+    def update_in_place(self, w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray) -> None:
+        """:meth:`rule` on a whole parameter in one pass (:data:`adaref.kernels.adam.adam_update`),
+        the same bits as the rule; a non-contiguous array falls back to the rule."""
+        arrays = (w, g, m, v)
+        if not all(a.flags.c_contiguous and a.dtype == w.dtype for a in arrays):
+            return super().update_in_place(w, g, m, v)
+        c, t = self.config, self.step_count
+        bc1, bc2 = 1.0 - c.beta1 ** t, 1.0 - c.beta2 ** t
+        consts = np.empty(10, dtype=w.dtype)      # cast as NumPy casts the rule's Python floats
+        consts[[K.LR, K.B1, K.ONE_MINUS_B1, K.B2, K.ONE_MINUS_B2, K.EPS, K.L2X2, K.BC1, K.BC2,
+                K.KERAS_STEP]] = [c.lr, c.beta1, 1.0 - c.beta1, c.beta2, 1.0 - c.beta2, c.eps,
+                                  2.0 * c.l2, bc1, bc2, c.lr * math.sqrt(bc2) / bc1]
+        form = 0 if c.epsilon_form == "algorithm1" else 1
+        K.adam_update(*(a.reshape(-1) for a in arrays), consts, form)

@@ -180,10 +180,15 @@ class Optimizer:
                 for s, value in zip(state, new[1:]):
                     s[rows] = value
             else:
-                new = self.rule(p.data, g, *state)
-                p.data[...] = new[0]
-                for s, value in zip(state, new[1:]):
-                    s[...] = value
+                self.update_in_place(p.data, g, *state)
+
+    def update_in_place(self, w: np.ndarray, g: np.ndarray, *slots: np.ndarray) -> None:
+        """Apply :meth:`rule` to a whole parameter and write the results into ``w`` and the
+        slots. A subclass may override it with a fused kernel that gives the same bits."""
+        new = self.rule(w, g, *slots)
+        w[...] = new[0]
+        for s, value in zip(slots, new[1:]):
+            s[...] = value
 
     def _checked_grad(self, name: str, p: Tensor) -> "np.ndarray | RowSparseGrad":
         owner = f"{type(self).__name__}: parameter {name!r}"
