@@ -18,23 +18,27 @@ Forward, per example b, head h and query i:
     a_ij = exp(s_ij - max_j s_ij) / sum_j exp(s_ij - max_j s_ij)
     o_i  = sum_j a_ij v_j
 
-Backward, given go = dL/do and the probabilities a (recomputed, rounded to the
-input dtype exactly as the forward stores them):
+Backward, given go = dL/do and the probabilities a (recomputed, the very values the
+forward computes):
 
     gv_j = sum_i a_ij go_i
     ga_ij = <go_i, v_j>
     gs_ij = a_ij (ga_ij - sum_j' a_ij' ga_ij')
     gq_i = scale * sum_j gs_ij k_j ,   gk_j = scale * sum_i gs_ij q_i
 
+Precision: both twins compute in the input's dtype, float64 in float64 and float32 in
+float32, as NumPy's matmuls do (and PyTorch's and TensorFlow's CPU attention for
+float32). The loops' scratch arrays have the input's dtype, so a float32 vector holds
+twice the values of a float64 one; the exps come from :mod:`adaref.kernels.expm`
+(within 2 ulp, float32 or float64).
+
 Agreement of the twins: the NumPy twin uses batched matmuls (BLAS or NumPy's own
 inner loops, whose summation order is not specified); the forward loop adds in index
-order, the backward lets LLVM reorder its sums over queries (``reassoc``), both in
-float64 scratch whatever the input dtype (float32 is rounded once, when stored), and
-takes its exps from :mod:`adaref.kernels.expm` (within 2 ulp of NumPy's). Each output
+order, the backward lets LLVM reorder its sums over queries (``reassoc``). Each output
 is a sum of at most max(F, dh) products, so the two differ by at most about
 ``2 * max(F, dh) * eps * (sum of |terms|)`` (eps the dtype's unit roundoff);
-``tests/test_kernels_experts.py`` checks a relative 1e-12 (float64) on the output
-scale.
+``tests/test_kernels_experts.py`` checks a relative 1e-12 (float64) and 1e-5 (float32)
+on the output scale.
 
 >>> import numpy as np
 >>> q = np.zeros((1, 2, 1, 1)); v = np.array([1.0, 3.0]).reshape(1, 2, 1, 1)
@@ -52,7 +56,7 @@ from adaref.kernels import Kernel
 from adaref.kernels.expm import exp_nonpositive
 
 CHUNK = 64   # examples per parallel task: each task owns its scratch arrays
-LANES = 8    # float64 values per 512-bit vector: the query columns are padded to a multiple
+LANES = 8    # float64 per 512-bit vector, float32 per 256-bit: query columns are padded to a multiple
 
 
 def _padded(nf):
@@ -108,16 +112,18 @@ key_dots = numba.njit(inline="always")(_key_dots)
 
 
 def _probabilities_loop(st, qt, m, inv, pow2, q, k, mask, scale, b, h):
-    """st[j, i] <- the probability a_ij of example b, head h (float64 scratch laid out
-    [key j, query column i]); qt (dh, P), m, inv (P,) and pow2 (F*P,) are scratch, P =
-    :func:`padded` F query columns: the columns i >= F of qt must hold zeros (the caller
-    zeroes them once), so those columns are the probabilities of a zero query, finite
-    and never read. Compiled on its own without fast-math flags and called (not inlined
+    """st[j, i] <- the probability a_ij of example b, head h (scratch of q's dtype laid
+    out [key j, query column i]), and qt[d, i] <- q[b, i, h, d] (the queries transposed,
+    which the backward reuses); m, inv (P,) and pow2 (F*P,) are scratch, all of q's
+    dtype, P = :func:`padded` F query columns: the columns i >= F of qt must hold zeros
+    (the caller zeroes them once), so those columns are the probabilities of a zero
+    query, finite and never read. Compiled on its own without fast-math flags and called (not inlined
     by Numba) from both the forward and the backward kernel, so both compute
     bit-identical probabilities."""
     nf, dh = q.shape[1], q.shape[3]
     nq = st.shape[1]
     flat = st.reshape(nf * nq)
+    sc, one = st.dtype.type(scale), st.dtype.type(1.0)    # constants in the scratch's dtype
     for i in range(nq):
         m[i] = -np.inf
     for i in range(nf):
@@ -127,7 +133,7 @@ def _probabilities_loop(st, qt, m, inv, pow2, q, k, mask, scale, b, h):
     for j in range(nf):                 # scaled, masked, and each query's max
         if mask[b, j]:
             for i in range(nq):
-                st[j, i] *= scale
+                st[j, i] *= sc
                 if st[j, i] > m[i]:
                     m[i] = st[j, i]
         else:
@@ -136,14 +142,14 @@ def _probabilities_loop(st, qt, m, inv, pow2, q, k, mask, scale, b, h):
     for j in range(nf):
         for i in range(nq):
             st[j, i] -= m[i]
-    exp_nonpositive(flat, pow2.view(np.int64), pow2, nf * nq)
+    exp_nonpositive(flat, pow2, nf * nq)
     for i in range(nq):
         inv[i] = 0.0
     for j in range(nf):                 # sum over keys j in index order
         for i in range(nq):
             inv[i] += st[j, i]
     for i in range(nq):
-        inv[i] = 1.0 / inv[i]
+        inv[i] = one / inv[i]
     for j in range(nf):
         for i in range(nq):
             st[j, i] *= inv[i]
@@ -153,18 +159,19 @@ probabilities_loop = numba.njit(nogil=True)(_probabilities_loop)
 
 
 def _attention_forward_loop(o, a, q, k, v, mask, scale):
-    # One example and head at a time, in float64 scratch laid out [key j, query i] so
+    # One example and head at a time, in scratch of q's dtype laid out [key j, query i] so
     # that every inner loop runs over the F queries (LLVM vectorises them) and the
     # softmax's exps are one call over F*F values (kernels.expm).
     nb, nf, nh, dh = q.shape
     nq = padded(nf)                                 # query columns: F and zero padding
     for c in prange((nb + CHUNK - 1) // CHUNK):     # chunks of examples run in parallel
-        qt = np.zeros((dh, nq))                     # one head's queries, transposed
-        st = np.empty((nf, nq))                     # st[j, i]: probability a_ij
-        pow2 = np.empty(nf * nq)                    # scratch of exp_nonpositive
-        m = np.empty(nq)                            # max score of each query
-        inv = np.empty(nq)                          # 1 / sum of each query's exps
-        ot = np.empty((dh, nq))                     # output, transposed
+        dt = q.dtype                                # scratch in the input's dtype
+        qt = np.zeros((dh, nq), dt)                 # one head's queries, transposed
+        st = np.empty((nf, nq), dt)                 # st[j, i]: probability a_ij
+        pow2 = np.empty(nf * nq, dt)                # scratch of exp_nonpositive
+        m = np.empty(nq, dt)                        # max score of each query
+        inv = np.empty(nq, dt)                      # 1 / sum of each query's exps
+        ot = np.empty((dh, nq), dt)                 # output, transposed
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             for h in range(nh):
                 probabilities_loop(st, qt, m, inv, pow2, q, k, mask, scale, b, h)
@@ -201,40 +208,33 @@ def _attention_backward_numpy(gq, gk, gv, go, q, k, v, mask, scale):
 
 
 def _attention_backward_loop(gq, gk, gv, go, q, k, v, mask, scale):
-    # As the forward: float64 scratch laid out [key j, query i], loops over queries i
-    # innermost; the sums over i (gk, gv) are reductions LLVM may reorder (reassoc).
-    # The probabilities come from the forward's routine (no reassoc there), rounded
-    # to the input dtype as the forward would store them.
+    # As the forward: scratch in the input's dtype laid out [key j, query i], loops over
+    # queries i innermost; the sums over i (gk, gv) are reductions LLVM may reorder
+    # (reassoc). The probabilities come from the forward's routine (no reassoc there),
+    # so they are the very values the forward computes.
     nb, nf, nh, dh = q.shape
     nq = padded(nf)                                 # query columns: F and zero padding
     for c in prange((nb + CHUNK - 1) // CHUNK):     # chunks of examples run in parallel
-        st = np.empty((nf, nq))                     # probabilities, float64
-        pow2 = np.empty(nf * nq)                    # scratch of the recomputation
-        m = np.empty(nq)
-        inv = np.empty(nq)
-        stored = np.empty((nf, nq), dtype=q.dtype)  # rounded as a stored a would be
-        at = np.empty((nf, nq))                     # at[j, i] = a_ij
-        ga = np.empty((nf, nq))                     # ga[j, i] = <go_i, v_j>, then gs
-        qt = np.zeros((dh, nq))                     # queries, transposed (padding: 0)
-        got = np.zeros((dh, nq))                    # output gradient, transposed (0)
-        gqt = np.empty((dh, nq))                    # query gradient, transposed
-        row = np.empty(nq)                          # sum_j a_ij ga_ij of each query
+        dt = q.dtype                                # scratch in the input's dtype
+        sc, zero = dt.type(scale), dt.type(0.0)
+        at = np.empty((nf, nq), dt)                 # at[j, i] = a_ij (recomputed)
+        pow2 = np.empty(nf * nq, dt)                # scratch of the recomputation
+        m = np.empty(nq, dt)
+        inv = np.empty(nq, dt)
+        ga = np.empty((nf, nq), dt)                 # ga[j, i] = <go_i, v_j>, then gs
+        qt = np.zeros((dh, nq), dt)                 # queries, transposed (padding: 0)
+        got = np.zeros((dh, nq), dt)                # output gradient, transposed (0)
+        gqt = np.empty((dh, nq), dt)                # query gradient, transposed
+        row = np.empty(nq, dt)                      # sum_j a_ij ga_ij of each query
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
             for h in range(nh):
-                probabilities_loop(st, qt, m, inv, pow2, q, k, mask, scale, b, h)
-                for j in range(nf):
-                    for i in range(nq):
-                        stored[j, i] = st[j, i]
+                probabilities_loop(at, qt, m, inv, pow2, q, k, mask, scale, b, h)
                 for i in range(nf):
                     for d in range(dh):
-                        qt[d, i] = q[b, i, h, d]
                         got[d, i] = go[b, i, h, d]
                 for d in range(dh):
                     for i in range(nq):
                         gqt[d, i] = 0.0
-                for j in range(nf):
-                    for i in range(nq):
-                        at[j, i] = stored[j, i]
                 for i in range(nq):
                     row[i] = 0.0
                 key_dots(ga, got, v, b, h)          # ga[j, i] = <go_i, v_j>
@@ -245,11 +245,11 @@ def _attention_backward_loop(gq, gk, gv, go, q, k, v, mask, scale):
                 # exact zeros to gk and gv
                 for j in range(nf):
                     for i in range(nq):
-                        ga[j, i] = at[j, i] * (ga[j, i] - row[i]) * scale     # gs
+                        ga[j, i] = at[j, i] * (ga[j, i] - row[i]) * sc        # gs
                     for d in range(dh):
                         kd = k[b, j, h, d]
-                        sk = 0.0
-                        sv = 0.0
+                        sk = zero
+                        sv = zero
                         for i in range(nq):
                             gqt[d, i] += ga[j, i] * kd
                             sk += ga[j, i] * qt[d, i]

@@ -125,7 +125,8 @@ def _hadamard_backward_loop(gz, gu, gb, g, z, u, b, mode):
 
 
 hadamard_forward = Kernel("hadamard_forward", _hadamard_forward_numpy, _hadamard_forward_loop, parallel=True)
-hadamard_backward = Kernel("hadamard_backward", _hadamard_backward_numpy, _hadamard_backward_loop, parallel=True)
+hadamard_backward = Kernel("hadamard_backward", _hadamard_backward_numpy, _hadamard_backward_loop,
+                           parallel=True)
 
 
 # --- y = act(z + b) ----------------------------------------------------------------

@@ -63,7 +63,7 @@ def _softmax_rows_loop(y, x):
             bad += not ok[r]
             for j in range(c):
                 t[r * c + j] = x[start + r, j] - m if ok[r] else 0.0
-        exp_nonpositive(t, pow2.view(np.int64), pow2, rows * c)
+        exp_nonpositive(t, pow2, rows * c)
         for r in range(rows):
             if ok[r]:
                 total = 0.0
