@@ -197,8 +197,8 @@ def test_layer_norm_without_grad_gives_the_same_output_and_saves_nothing(backend
 
 
 def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
-    """The layer-norm forward, the row gather/scatter, the fused combine-norm and the
-    Hadamard / bias + activation kernels run rows in parallel; each row is computed by
+    """The layer-norm forward, the row gather/scatter, the fused combine-norm, the
+    Hadamard / bias + activation, im2col and max-pooling kernels run rows in parallel; each row is computed by
     one iteration alone (and the bias sums on one thread, in row order), so the thread
     count cannot change a bit."""
     numba = pytest.importorskip("numba")
@@ -235,8 +235,16 @@ def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
         act, cs = np.empty_like(x), np.empty(16, np.float32)
         khad.bias_act_forward(act, x, bias, khad.ACT_RELU)
         khad.column_sum(cs, x)
+        from adaref.kernels import conv as kconv
+        x3 = x.reshape(3001, 4, 4)                                   # (B, L, C)
+        cols = np.empty((3001, 4, 12), np.float32)                   # width 3, pad 1
+        kconv.im2col(cols, x3, 1)
+        pooled, index = np.empty((3001, 2, 4), np.float32), np.empty((3001, 2, 4), np.int8)
+        kconv.maxpool_forward(pooled, index, x3, 2)
+        routed = np.empty_like(x3)
+        kconv.maxpool_backward(routed, pooled, index, 2)
         return (y, xhat, inv, gathered, scaled, fused_scaled, fused_dots, out, unit, fused,
-                had, gz, gu, gb, act, cs)
+                had, gz, gu, gb, act, cs, cols, pooled, index, routed)
 
     before = numba.get_num_threads()
     with kernels.use_backend("numba"):

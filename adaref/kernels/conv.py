@@ -51,18 +51,18 @@ def _im2col_numpy(cols, x, pad_left):
 def _im2col_loop(cols, x, pad_left):
     nb, length, c = x.shape
     t_out, kc = cols.shape[1], cols.shape[2]
-    for b in range(nb):
-        xb = x[b].reshape(length * c)                               # (L*C,) a view
+    n = length * c
+    xf = x.reshape(nb, n)                                           # (B, L*C) a view
+    for b in prange(nb):          # each example writes its own windows: in parallel
         for t in range(t_out):
-            row = cols[b, t]                                        # (K*C,)
             start = (t - pad_left) * c                              # window's first entry
-            if start >= 0 and start + kc <= length * c:             # inside: one copy
+            if start >= 0 and start + kc <= n:                      # inside: one copy
                 for e in range(kc):
-                    row[e] = xb[start + e]
+                    cols[b, t, e] = xf[b, start + e]
             else:                                                   # overlaps the padding
                 for e in range(kc):
                     s = start + e
-                    row[e] = xb[s] if 0 <= s < length * c else 0.0
+                    cols[b, t, e] = xf[b, s] if 0 <= s < n else 0.0
 
 
 def _col2im_numpy(gx, gcols, pad_left):
@@ -106,7 +106,7 @@ def _maxpool_forward_numpy(out, index, x, p):
 
 def _maxpool_forward_loop(out, index, x, p):
     nb, t_out, c = out.shape
-    for b in range(nb):
+    for b in prange(nb):          # each example its own windows: in parallel
         for t in range(t_out):
             for ch in range(c):
                 best = x[b, t * p, ch]
@@ -129,7 +129,7 @@ def _maxpool_backward_numpy(gx, g, index, p):
 
 def _maxpool_backward_loop(gx, g, index, p):
     nb, t_out, c = g.shape
-    for b in range(nb):
+    for b in prange(nb):          # each example writes its own rows of gx: in parallel
         for s in range(gx.shape[1]):
             for ch in range(c):
                 gx[b, s, ch] = 0.0
@@ -138,7 +138,8 @@ def _maxpool_backward_loop(gx, g, index, p):
                 gx[b, t * p + index[b, t, ch], ch] = g[b, t, ch]
 
 
-im2col = Kernel("im2col", _im2col_numpy, _im2col_loop)
+im2col = Kernel("im2col", _im2col_numpy, _im2col_loop, parallel=True)
 col2im = Kernel("col2im", _col2im_numpy, _col2im_loop, parallel=True)
-maxpool_forward = Kernel("maxpool_forward", _maxpool_forward_numpy, _maxpool_forward_loop)
-maxpool_backward = Kernel("maxpool_backward", _maxpool_backward_numpy, _maxpool_backward_loop)
+maxpool_forward = Kernel("maxpool_forward", _maxpool_forward_numpy, _maxpool_forward_loop, parallel=True)
+maxpool_backward = Kernel("maxpool_backward", _maxpool_backward_numpy, _maxpool_backward_loop,
+                          parallel=True)
