@@ -318,7 +318,8 @@ def _add_pending(pending: dict, owned: set, parent: Tensor,
     The first gradient is kept as it is (it may be an op's array, shared). A leaf's sum
     is formed out of place, so an embedding table's row-sparse gradients stay sparse. An
     intermediate's sum is a dense array this pass allocates once, on the second
-    gradient, and then adds into in place.
+    gradient (the sum of the first two, in one pass when both are dense), and then adds
+    into in place.
     """
     key = id(parent)
     if key not in pending:
@@ -326,10 +327,14 @@ def _add_pending(pending: dict, owned: set, parent: Tensor,
     elif parent._ctx is None:
         pending[key] = accumulate(pending[key], g)
     else:
-        if key not in owned:   # np.array: a NumPy scalar becomes a writable 0-d array
-            first = pending[key]
-            pending[key] = first.to_dense() if isinstance(first, RowSparseGrad) else np.array(first)
+        first = pending[key]
+        if key not in owned:
             owned.add(key)
+            if isinstance(first, np.ndarray) and isinstance(g, np.ndarray) and first.ndim:
+                pending[key] = accumulate(first, g)     # out of place: a new array, one pass
+                return
+            # np.array: a NumPy scalar becomes a writable 0-d array
+            pending[key] = first.to_dense() if isinstance(first, RowSparseGrad) else np.array(first)
         pending[key] = accumulate(pending[key], g, in_place=True)
 
 
