@@ -14,8 +14,18 @@ import sys as _sys
 # speed. 2^4 cycles lets them sleep at once (+19% inference, +8% training throughput
 # in `python -m adaref.bench model`). A default only: a value the user set wins, and
 # nothing changes when NumPy (and so OpenBLAS) was imported before adaref.
+_DEFAULTS_SET = []   # the variables below that adaref set (not the user): a child process
+                     # that must run with the libraries' own defaults drops them
+
+
+def _set_default(name: str, value: str) -> None:
+    if name not in _os.environ:
+        _os.environ[name] = value
+        _DEFAULTS_SET.append(name)
+
+
 if "numpy" not in _sys.modules:
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    _set_default("OPENBLAS_THREAD_TIMEOUT", "4")
 # The same for the OpenMP threads of Numba's parallel kernels (attention, layer norm,
 # row gather/scatter): by default libgomp spins them for 300,000 rounds after each
 # kernel, stealing a core from the next matmul. PASSIVE lets them sleep at once (the
@@ -23,7 +33,7 @@ if "numpy" not in _sys.modules:
 # against 6,900-7,500 with libgomp's default). A default only, and only before Numba
 # (and so libgomp) is loaded.
 if "numba" not in _sys.modules:
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _set_default("OMP_WAIT_POLICY", "PASSIVE")
 
 from adaref.tensor import (DTypeError, Function, RowSparseGrad, ShapeError, Tensor,
                            is_grad_enabled, no_grad)

@@ -116,6 +116,33 @@ def test_layer_norm_twins_agree_and_both_pass_the_oracle(x, affine):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@given(st.integers(1, 700), st.integers(1, 9), st.integers(0, 2**31 - 1),
+       st.sampled_from([np.float64, np.float32]))
+def test_layer_norm_backward_twins_agree_over_several_row_blocks(n, d, seed, dtype):
+    """Up to 700 rows: the loop sums ggain and gbias over blocks of 256 rows (one to
+    three blocks); gx, ggain and gbias agree with the NumPy twin within the module's
+    bound (D eps on a row's scale for gx, N eps on the sums of |terms|)."""
+    from adaref.kernels import norm as knorm
+
+    rng = np.random.default_rng(seed)
+    x, g = rng.normal(size=(n, d)).astype(dtype), rng.normal(size=(n, d)).astype(dtype)
+    gain, bias = rng.normal(size=d).astype(dtype), rng.normal(size=d).astype(dtype)
+    y, xhat, inv = np.empty_like(x), np.empty_like(x), np.empty((n, 1), dtype)
+    knorm._layer_norm_forward_numpy(y, xhat, inv, x, gain, bias, 1e-5)
+    res = {}
+    for backend in kernels.BACKENDS:
+        gx, gg, gb = np.empty_like(x), np.empty(d, dtype), np.empty(d, dtype)
+        with kernels.use_backend(backend):
+            kernels.layer_norm_backward(gx, gg, gb, g, gain, xhat, inv)
+        res[backend] = gx, gg, gb
+    eps = np.finfo(dtype).eps
+    row_scale = inv * (np.abs(g * gain).sum(axis=1, keepdims=True) + 1)            # (n, 1)
+    assert np.all(np.abs(res["numba"][0] - res["numpy"][0]) <= 4 * d * eps * row_scale)
+    for k, terms in ((1, g * xhat), (2, g)):
+        bound = 2 * n * eps * np.abs(terms.astype(np.float64)).sum(axis=0)
+        assert np.all(np.abs(res["numba"][k].astype(np.float64) - res["numpy"][k]) <= bound)
+
+
 @given(scatter_case(), st.data())
 def test_gather_scaled_dot_twins_agree_within_the_stated_bound(case, data):
     """The combine's fused backward: out = scale * g[rows] identical on both twins; the
@@ -197,10 +224,10 @@ def test_layer_norm_without_grad_gives_the_same_output_and_saves_nothing(backend
 
 
 def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
-    """The layer-norm forward, the row gather/scatter, the fused combine-norm, the
+    """The layer-norm kernels, the row gather/scatter, the fused combine-norm, the
     Hadamard / bias + activation, im2col and max-pooling kernels run rows in parallel; each row is computed by
-    one iteration alone (and the bias sums on one thread, in row order), so the thread
-    count cannot change a bit."""
+    one iteration alone (the bias sums on one thread, in row order; layer norm's gain
+    and bias sums over fixed blocks), so the thread count cannot change a bit."""
     numba = pytest.importorskip("numba")
     threads = min(4, numba.config.NUMBA_NUM_THREADS)
     if threads < 2:
@@ -216,6 +243,8 @@ def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
         y, inv = np.empty_like(x), np.empty((len(x), 1), np.float32)
         xhat = np.empty_like(x)
         kernels.layer_norm_forward(y, xhat, inv, x, gain, bias, 1e-5)
+        lgx, lgg, lgb = np.empty_like(x), np.empty(16, np.float32), np.empty(16, np.float32)
+        kernels.layer_norm_backward(lgx, lgg, lgb, y, gain, xhat, inv)
         gathered, scaled = np.empty((1700, 16), np.float32), np.empty((1700, 16), np.float32)
         kernels.gather_rows(gathered, x, rows)
         kernels.gather_rows_scaled(scaled, x, rows, scale)
@@ -243,7 +272,7 @@ def test_parallel_row_kernels_give_the_same_bits_on_one_thread_and_on_several():
         kconv.maxpool_forward(pooled, index, x3, 2)
         routed = np.empty_like(x3)
         kconv.maxpool_backward(routed, pooled, index, 2)
-        return (y, xhat, inv, gathered, scaled, fused_scaled, fused_dots, out, unit, fused,
+        return (y, xhat, inv, lgx, lgg, lgb, gathered, scaled, fused_scaled, fused_dots, out, unit, fused,
                 had, gz, gu, gb, act, cs, cols, pooled, index, routed)
 
     before = numba.get_num_threads()

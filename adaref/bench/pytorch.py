@@ -22,6 +22,7 @@ time is a median. PyTorch uses its default intra-op threads unless ``--torch-thr
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -45,56 +46,116 @@ def _config(controller: bool):
                                     "gate": {**base.controller.gate.to_dict(), "jitter": 0.0}})
 
 
-def _pair(controller: bool, vocab, ids, labels, k: int, form: str):
-    """(adaref train step, torch train step, adaref inference, torch inference) closures."""
+def _data(batch: int):
+    """The benchmark's batch: F = 39 fields of 1,000 ids each, from seed 0 (both sides)."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 1000, size=(batch, 39))
+    labels = rng.integers(0, 2, size=batch).astype(np.float32)
+    return [1000] * 39, ids, labels
+
+
+def _model(controller: bool, vocab) -> AdaEnsemble:
+    """The weights both sides start from (seed 0, float32)."""
+    return AdaEnsemble(_config(controller), vocab, rng=np.random.default_rng(0), dtype=np.float32)
+
+
+def _adaref_fns(controller: bool, vocab, ids, labels, k: int, form: str):
+    """(training step, inference) closures of adaref."""
+    model = _model(controller, vocab)
+    opt = Adam(model.named_parameters(), lr=1e-3)
+
+    def train():
+        model.train()
+        model.zero_grad()
+        loss, _ = objective(model(ids, k=k, form=form if controller else None), labels, 0.01, 0.01)
+        loss.backward()
+        opt.step()
+
+    def infer():
+        model.eval()
+        with no_grad():
+            model(ids, k=k)
+
+    return train, infer
+
+
+def _torch_fns(controller: bool, vocab, ids, labels, k: int, form: str):
+    """(training step, inference) closures of the PyTorch port, loaded with the weights
+    of :func:`_model`."""
     import torch
 
     from adaref.crosscheck.torch_port import TorchPort, model_forward
     from adaref.crosscheck.torch_port import objective as torch_objective
 
     cfg = _config(controller)
-    model = AdaEnsemble(cfg, vocab, rng=np.random.default_rng(0), dtype=np.float32)
-    port = TorchPort(cfg, vocab, model.state_dict(), np.float32)
+    port = TorchPort(cfg, vocab, _model(controller, vocab).state_dict(), np.float32)
     params = {n: t.detach().clone().requires_grad_(True) for n, t in port.params.items()}
-    t_opt = torch.optim.Adam(list(params.values()), lr=1e-3)
-    a_opt = Adam(model.named_parameters(), lr=1e-3)
-    ids64 = ids.astype(np.int64)
-    y = torch.as_tensor(labels)
+    opt = torch.optim.Adam(list(params.values()), lr=1e-3)
+    ids64, y = ids.astype(np.int64), torch.as_tensor(labels)
 
-    def adaref_train():
-        model.train()
-        model.zero_grad()
-        loss, _ = objective(model(ids, k=k, form=form if controller else None), labels, 0.01, 0.01)
-        loss.backward()
-        a_opt.step()
-
-    def torch_train():
-        t_opt.zero_grad()
+    def train():
+        opt.zero_grad()
         out = model_forward(params, cfg, port.expert_cfgs, vocab, ids64, k, form if controller else "full")
         torch_objective(out, y, (0.01, 0.01, 0.0))[0].backward()
-        t_opt.step()
+        opt.step()
 
-    def adaref_infer():
-        model.eval()
-        with no_grad():
-            model(ids, k=k)
-
-    def torch_infer():
+    def infer():
         with torch.no_grad():
             model_forward(params, cfg, port.expert_cfgs, vocab, ids64, k, "hard" if controller else "full")
 
-    return adaref_train, torch_train, adaref_infer, torch_infer
+    return train, infer
 
 
-def _median_rates(fns: dict, batch: int, rounds: int) -> dict:
-    for fn in fns.values():          # untimed: compilation, caches, optimiser state
-        fn()
-    times = {name: [] for name in fns}
+class _TorchWorker:
+    """The PyTorch side in a process of its own, which imports torch before adaref: its
+    OpenMP threads keep PyTorch's defaults (adaref sets ``OMP_WAIT_POLICY=PASSIVE`` for
+    Numba when it loads first, which costs PyTorch about 6% here) and the two runtimes'
+    threads never share a process. It times each step itself and reports it."""
+
+    def __init__(self, batch: int, threads: int | None):
+        import subprocess
+        import sys
+
+        code = ("import os; os.environ['ADAREF_BENCH_TORCH_OMP'] = os.environ.get('OMP_WAIT_POLICY', "
+                "'default'); import torch, runpy, sys; sys.argv = ['adaref.bench._torch_worker'] + "
+                "sys.argv[1:]; runpy.run_module('adaref.bench._torch_worker', run_name='__main__')")
+        import adaref
+
+        argv = [sys.executable, "-c", code, str(batch)] + ([str(threads)] if threads else [])
+        env = {k: v for k, v in os.environ.items() if k not in adaref._DEFAULTS_SET}   # the user's own
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.describe = self._read()
+
+    def _read(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("adaref.bench pytorch: the PyTorch worker process stopped "
+                               f"(exit code {self.proc.wait()}); see its error above")
+        return line.strip()
+
+    def step(self, row: tuple) -> float:
+        """Seconds of one step of ``row`` = (controller, k, form, what), timed in the worker."""
+        self.proc.stdin.write(" ".join(map(str, row)) + "\n")
+        self.proc.stdin.flush()
+        return float(self._read())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def _median_rates(adaref_fn, torch_fn, batch: int, rounds: int) -> dict:
+    """Examples/s of each side, the median of ``rounds`` alternating rounds, after one
+    untimed round (compilation, caches, optimiser state). ``torch_fn`` returns the
+    seconds its worker measured."""
+    adaref_fn()
+    torch_fn()
+    times = {"adaref": [], "torch": []}
     for _ in range(rounds):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        adaref_fn()
+        times["adaref"].append(time.perf_counter() - t)
+        times["torch"].append(torch_fn())
     return {name: batch / float(np.median(v)) for name, v in times.items()}
 
 
@@ -111,35 +172,35 @@ def main(argv: list[str]) -> int:
                    help="torch.set_num_threads (default: PyTorch's own choice)")
     args = p.parse_args(argv)
     try:
-        import torch
+        import importlib.util
+        if importlib.util.find_spec("torch") is None:
+            raise ImportError
     except ImportError:
         print("adaref.bench pytorch: needs PyTorch (pip install 'adaref[torch]')")
         return 2
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    F, B = 39, args.batch
-    vocab = [1000] * F
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, 1000, size=(B, F))
-    labels = rng.integers(0, 2, size=B).astype(np.float32)
-    print(f"B = {B}, F = {F}, D = 16, L = 4, float32, paper preset, jitter off; adaref kernels: "
-          f"{kernels.backend()}, {runtime.describe()}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    rows = [("train k = 5 (soft, all layers)", True, 5, "soft", "train"),
-            ("infer full (k = 5, no controller)", False, 5, "full", "infer"),
-            (f"infer hard (k = {args.k}, controller)", True, args.k, "hard", "infer"),
-            (f"train k = {args.k} (soft)", True, args.k, "soft", "train")]
-    head = f"{'setting':<36} {'adaref ex/s':>11} {'torch ex/s':>11} {'adaref/torch':>12}"
-    print(head + "\n" + "-" * len(head))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="gate combine='gates' with k = 1")
-        for label, controller, k, form, what in rows:
-            a_train, t_train, a_infer, t_infer = _pair(controller, vocab, ids, labels, k, form)
-            fns = {"adaref": a_train, "torch": t_train} if what == "train" else {"adaref": a_infer,
-                                                                                "torch": t_infer}
-            rates = _median_rates(fns, B, args.rounds if what == "train" else 2 * args.rounds)
-            print(f"{label:<36} {rates['adaref']:>11,.0f} {rates['torch']:>11,.0f} "
-                  f"{rates['adaref'] / rates['torch']:>12.2f}")
+    B = args.batch
+    vocab, ids, labels = _data(B)
+    worker = _TorchWorker(B, args.torch_threads)
+    try:
+        print(f"B = {B}, F = 39, D = 16, L = 4, float32, paper preset, jitter off; adaref kernels: "
+              f"{kernels.backend()}, {runtime.describe()}; {worker.describe} (its own process)")
+        rows = [("train k = 5 (soft, all layers)", True, 5, "soft", "train"),
+                ("infer full (k = 5, no controller)", False, 5, "full", "infer"),
+                (f"infer hard (k = {args.k}, controller)", True, args.k, "hard", "infer"),
+                (f"train k = {args.k} (soft)", True, args.k, "soft", "train")]
+        head = f"{'setting':<36} {'adaref ex/s':>11} {'torch ex/s':>11} {'adaref/torch':>12}"
+        print(head + "\n" + "-" * len(head))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="gate combine='gates' with k = 1")
+            for label, controller, k, form, what in rows:
+                train, infer = _adaref_fns(controller, vocab, ids, labels, k, form)
+                rates = _median_rates(train if what == "train" else infer,
+                                      lambda: worker.step((int(controller), k, form, what)), B,
+                                      args.rounds if what == "train" else 2 * args.rounds)
+                print(f"{label:<36} {rates['adaref']:>11,.0f} {rates['torch']:>11,.0f} "
+                      f"{rates['adaref'] / rates['torch']:>12.2f}")
+    finally:
+        worker.close()
     print("\nThe first two rows are equal work (every expert on every example, all layers); the last")
     print("two show each as designed (adaref sparse dispatch and Algorithm 1's early exit; the port dense).")
     return 0

@@ -11,15 +11,16 @@ bias (D,) are shared by every row:
               ggain = sum_rows g * xhat,  gbias = sum_rows g
 
 Without an affine map the caller passes gain = 1 and bias = 0 (then y = xhat exactly).
-The forward loop runs rows in parallel (``prange``); a row's result depends on that row
-alone, so it does not depend on the number of threads.
+The loops run rows in parallel (``prange``); a row's result depends on that row alone,
+and the backward sums ggain and gbias over fixed blocks of ``ROWS`` rows, then the
+blocks' sums in block order, so no result depends on the number of threads.
 Fusing the affine map saves two passes over the (B, F, D) map in each direction.
 
 Agreement of the twins: NumPy's means and column sums add pairwise, the loop adds left
-to right, so the two differ by rounding only: at most about D * eps relative to the
-row's scale for y and gx, N * eps for ggain and gbias (eps the unit roundoff, N the
-rows; the loop is compiled with ``reassoc``, so LLVM may add in any order, which the
-same bound covers); ``tests/test_kernels.py`` checks 1e-12 in float64.
+to right (ggain and gbias by blocks), so the two differ by rounding only: at most
+about D * eps relative to the row's scale for y and gx, N * eps for ggain and gbias (eps
+the unit roundoff, N the rows; the loop is compiled with ``reassoc``, so LLVM may add in
+any order, which the same bound covers); ``tests/test_kernels.py`` checks 1e-12 in float64.
 """
 import math
 
@@ -30,6 +31,8 @@ except ImportError:            # the NumPy twins run without Numba
     prange = range
 
 from adaref.kernels import Kernel
+
+ROWS = 256   # rows per parallel block of the backward (a fixed size: no thread-count effect)
 
 
 def _layer_norm_forward_numpy(y, xhat, inv, x, gain, bias, eps):
@@ -78,24 +81,31 @@ def _layer_norm_backward_numpy(gx, ggain, gbias, g, gain, xhat, inv):
 
 def _layer_norm_backward_loop(gx, ggain, gbias, g, gain, xhat, inv):
     n, d = g.shape
+    blocks = (n + ROWS - 1) // ROWS
+    part = np.zeros((blocks, 2, d), dtype=ggain.dtype)     # each block's ggain, gbias sums
+    for blk in prange(blocks):    # blocks of rows in parallel, each with its own sums
+        for i in range(blk * ROWS, min(n, blk * ROWS + ROWS)):
+            sg = 0.0
+            sgx = 0.0
+            for j in range(d):
+                gh = g[i, j] * gain[j]
+                sg += gh
+                sgx += gh * xhat[i, j]
+                part[blk, 0, j] += g[i, j] * xhat[i, j]
+                part[blk, 1, j] += g[i, j]
+            mg, mgx, r = sg / d, sgx / d, inv[i, 0]
+            for j in range(d):
+                gx[i, j] = r * (g[i, j] * gain[j] - mg - xhat[i, j] * mgx)
     for j in range(d):
         ggain[j] = 0.0
         gbias[j] = 0.0
-    for i in range(n):
-        sg = 0.0
-        sgx = 0.0
+    for blk in range(blocks):     # the blocks' sums, in block order
         for j in range(d):
-            gh = g[i, j] * gain[j]
-            sg += gh
-            sgx += gh * xhat[i, j]
-            ggain[j] += g[i, j] * xhat[i, j]
-            gbias[j] += g[i, j]
-        mg, mgx, r = sg / d, sgx / d, inv[i, 0]
-        for j in range(d):
-            gx[i, j] = r * (g[i, j] * gain[j] - mg - xhat[i, j] * mgx)
+            ggain[j] += part[blk, 0, j]
+            gbias[j] += part[blk, 1, j]
 
 
 layer_norm_forward = Kernel("layer_norm_forward", _layer_norm_forward_numpy, _layer_norm_forward_loop,
                             parallel=True, reassoc=True)
 layer_norm_backward = Kernel("layer_norm_backward", _layer_norm_backward_numpy, _layer_norm_backward_loop,
-                             reassoc=True)
+                             parallel=True, reassoc=True)
