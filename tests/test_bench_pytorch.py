@@ -32,3 +32,21 @@ def test_both_sides_compute_the_same_loss_before_the_first_step():
     theirs = t_objective(model_forward(port.params, cfg, port.expert_cfgs, vocab, ids.astype(np.int64), 5, "soft"),
                          torch.as_tensor(labels), (0.01, 0.01, 0.0))[0].item()
     assert abs(ours - theirs) < 1e-10
+
+
+def test_the_pytorch_worker_gets_the_users_thread_settings_not_adarefs():
+    """The PyTorch side runs in its own process without the OMP_WAIT_POLICY default that
+    adaref set for Numba (a value the user set is passed on), and answers a step."""
+    import os
+
+    import adaref
+    from adaref.bench.pytorch import _TorchWorker
+
+    expected = ("default" if "OMP_WAIT_POLICY" in adaref._DEFAULTS_SET
+                else os.environ.get("OMP_WAIT_POLICY", "default"))
+    worker = _TorchWorker(8, 1)
+    try:
+        assert worker.describe.endswith(f"1 threads, OMP_WAIT_POLICY {expected}")
+        assert worker.step((1, 2, "soft", "train")) > 0
+    finally:
+        worker.close()

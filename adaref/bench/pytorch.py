@@ -17,17 +17,24 @@ Two more rows show what each computes as designed: ``infer hard`` (with the cont
 adaref runs Algorithm 1, each example stops at its exit layer; the port runs full depth)
 and ``train k`` at the ``--k`` given (adaref dispatches each example to its k experts;
 the port still runs all five). Rounds alternate between the two implementations; each
-time is a median. PyTorch uses its default intra-op threads unless ``--torch-threads``.
+time is a median. PyTorch runs in a process of its own, which imports torch before
+adaref so that its OpenMP threads keep PyTorch's default wait policy (adaref's
+``OMP_WAIT_POLICY=PASSIVE``, set for Numba's threads, slows PyTorch by about 6% when
+they share a process), with its default intra-op threads unless ``--torch-threads``.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import subprocess
+import sys
 import time
 import warnings
 
 import numpy as np
 
+import adaref
 from adaref import kernels, no_grad, runtime
 from adaref.argtypes import integer
 from adaref.bench import plain
@@ -113,14 +120,9 @@ class _TorchWorker:
     threads never share a process. It times each step itself and reports it."""
 
     def __init__(self, batch: int, threads: int | None):
-        import subprocess
-        import sys
-
         code = ("import os; os.environ['ADAREF_BENCH_TORCH_OMP'] = os.environ.get('OMP_WAIT_POLICY', "
                 "'default'); import torch, runpy, sys; sys.argv = ['adaref.bench._torch_worker'] + "
                 "sys.argv[1:]; runpy.run_module('adaref.bench._torch_worker', run_name='__main__')")
-        import adaref
-
         argv = [sys.executable, "-c", code, str(batch)] + ([str(threads)] if threads else [])
         env = {k: v for k, v in os.environ.items() if k not in adaref._DEFAULTS_SET}   # the user's own
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -171,11 +173,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--torch-threads", type=integer(1), default=None,
                    help="torch.set_num_threads (default: PyTorch's own choice)")
     args = p.parse_args(argv)
-    try:
-        import importlib.util
-        if importlib.util.find_spec("torch") is None:
-            raise ImportError
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         print("adaref.bench pytorch: needs PyTorch (pip install 'adaref[torch]')")
         return 2
     B = args.batch
