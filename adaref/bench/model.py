@@ -4,8 +4,11 @@ At B = 4096, F = 39, D = 16, L = 4, float32, paper preset (random ids; a randoml
 initialised model): inference (evaluation mode, hard exit of Algorithm 1, or full depth
 without the controller) and training steps (forward in the training form, log-loss plus
 regularisers, backward, an Adam step) in examples/s for k = 1..5 with and without the
-controller, beside the FLOPs ratio, and the share of a training step spent in dispatch
-and combine (the combine includes the layer's residual sum, which it starts from).
+controller, beside the FLOPs ratio, the share of an inference batch spent in the experts'
+forward passes (the rest is what does not shrink with k: gates, dispatch copies, the
+combine and LayerNorm, estimators, the controller, the embedding), and the share of a
+training step spent in dispatch and combine (the combine includes the layer's residual
+sum, which it starts from).
 Each throughput is a median over timed rounds that visit every setting in turn (inference
 and training separately), so the ratios compare batches run under the same conditions. The
 kernels' Numba vs NumPy-twin comparison is ``python -m adaref.bench experts``.
@@ -57,6 +60,28 @@ def _timed_dispatch(acc: list[float]):
             setattr(cls, name, fn)
 
 
+@contextmanager
+def _timed_experts(models: dict, acc: list[float]):
+    """Add the time spent in the experts' forward passes to acc[0]."""
+    kinds = {type(e) for model, _ in models.values() for layer in model.layers
+             for _, e in layer.experts.named_children()}
+    originals = {cls: cls.forward for cls in kinds}
+    for cls, fn in originals.items():
+        def wrapped(self, *a, _fn=fn, **kw):
+            t = time.perf_counter()
+            try:
+                return _fn(self, *a, **kw)
+            finally:
+                acc[0] += time.perf_counter() - t
+
+        cls.forward = wrapped
+    try:
+        yield
+    finally:
+        for cls, fn in originals.items():
+            cls.forward = fn
+
+
 def _loss(out, labels):
     p = ops.clip(out.prob, 1e-7, 1 - 1e-7)
     loss = -(ops.log(p) * labels + ops.log(1.0 - p) * (1 - labels)).mean() + out.expert_loss * 0.01
@@ -64,23 +89,29 @@ def _loss(out, labels):
 
 
 def measure_inference(models: dict, ids, rounds: int) -> dict:
-    """{setting: (examples/s, mean FLOPs per example)} of inference (evaluation mode) for
-    {setting: (model, k)}: two untimed batches per setting (JIT, caches, the allocator's
-    first pages), then ``rounds`` rounds that each time one batch of every setting in
-    turn, so that a slow phase of the machine hits all settings alike; the median of
-    each setting's times."""
-    times, flops = {s: [] for s in models}, {}
+    """{setting: (examples/s, mean FLOPs per example, experts' share)} of inference
+    (evaluation mode) for {setting: (model, k)}: two untimed batches per setting (JIT,
+    caches, the allocator's first pages), then ``rounds`` rounds that each time one batch
+    of every setting in turn, so that a slow phase of the machine hits all settings
+    alike; the median of each setting's times, and the share of its timed batches spent
+    in the experts' forward passes."""
+    times, flops, experts = {s: [] for s in models}, {}, {s: 0.0 for s in models}
     with no_grad():
         for model, _ in models.values():
             model.eval()
         for r in range(-2, rounds):                            # rounds -2, -1: warm-up
             for s, (model, k) in models.items():
-                t = time.perf_counter()
-                out = model(ids, k=k)
+                acc = [0.0]
+                with _timed_experts(models, acc):
+                    t = time.perf_counter()
+                    out = model(ids, k=k)
+                    dt = time.perf_counter() - t
                 if r >= 0:
-                    times[s].append(time.perf_counter() - t)
+                    times[s].append(dt)
+                    experts[s] += acc[0]
                 flops[s] = out.flops.mean()
-    return {s: (len(ids) / float(np.median(times[s])), flops[s]) for s in models}
+    return {s: (len(ids) / float(np.median(times[s])), flops[s], experts[s] / sum(times[s]))
+            for s in models}
 
 
 def measure_training(models: dict, ids, labels, rounds: int) -> dict:
@@ -144,7 +175,7 @@ def main(argv: list[str]) -> int:
     tt, ff = f"t/t{max(ks)}", f"F/F{max(ks)}"
     head = (f"{'k':>2} {'controller':>10} | {'infer ex/s':>10} {'FLOPs':>6} {tt:>5} {ff:>5} "
             f"{'ratio':>6} | {'train ex/s':>10} {'FLOPs':>6} {tt:>5} {ff:>5} {'ratio':>6} "
-            f"{'disp+comb':>9}")
+            f"{'disp+comb':>9} {'experts':>7}")
     print(head + "\n" + "-" * len(head))
 
     settings = [(controller, k) for controller in (True, False) for k in ks]
@@ -159,7 +190,7 @@ def main(argv: list[str]) -> int:
     rows = []
     for controller, k in settings:
         r = train[controller, k]
-        r["infer"], r["flops_infer"] = infer[controller, k]
+        r["infer"], r["flops_infer"], r["experts_share"] = infer[controller, k]
         rows.append((k, controller, r))
     base = {c: next(r for k, cc, r in rows if cc == c and k == max(ks)) for c in (True, False)}
     for k, controller, r in rows:
@@ -171,11 +202,13 @@ def main(argv: list[str]) -> int:
             cells.append(f"{r[mode]:>10,.0f} {r[f'flops_{mode}'] / 1e6:>5.2f}M {t_ratio:>5.2f} "
                          f"{f_ratio:>5.2f} {t_ratio / f_ratio:>5.2f}{flag}")
         print(f"{k:>2} {('yes' if controller else 'no'):>10} | {cells[0]} | {cells[1]} "
-              f"{100 * r['dispatch_share']:>8.1f}%")
+              f"{100 * r['dispatch_share']:>8.1f}% {100 * r['experts_share']:>6.1f}%")
     print(f"\n{tt}: time per batch relative to k = {max(ks)} (same controller setting); {ff}: the same")
     print(f"for the mean FLOPs per example (forward, along each example's route); ratio: ({tt}) / ({ff}),")
     print("* where time does not track FLOPs within 25%. Inference uses the hard exit (Algorithm 1)")
     print("with the controller and all L layers without; a training step uses the controller's")
     print("training form (every example through all L layers) plus backward and the Adam step.")
     print("disp+comb: share of a training step spent in dispatch and combine (forward + backward).")
+    print("experts: share of an inference batch spent in the experts' forward passes; the experts'")
+    print(f"time relative to k = {max(ks)} is ({tt}) x (experts) / (experts at k = {max(ks)}).")
     return 0
