@@ -13,6 +13,12 @@ Kernels write into an output array passed in (no allocation inside the loop), an
 twins must agree: exactly in float64 when they add in the same order, otherwise
 within a bound stated in the kernel's docstring (``tests/test_kernels.py``).
 
+Numba's on-disk cache is keyed on the file that defines each loop, not on the helpers
+it calls from other files: after editing a shared helper (``expm.py``, used by the
+attention and softmax kernels) delete ``adaref/kernels/__pycache__/*.nbi`` and
+``*.nbc``, or the callers keep their old machine code. (A fresh install compiles
+everything; so does CI.)
+
 >>> import numpy as np
 >>> from adaref import kernels
 >>> out = np.zeros((2, 1))
