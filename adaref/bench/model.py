@@ -37,36 +37,10 @@ SUMMARY = "AdaEnsemble throughput (inference and training) against its FLOPs, k 
 RUNTIME = "about 75 s"     # default run, 2-core machine
 
 @contextmanager
-def _timed_dispatch(acc: list[float]):
-    """Add the time spent in dispatch/combine (forward and backward) to acc[0]."""
-    originals = {}
-    for cls in (dispatcher.DispatchRows, dispatcher.Combine):
-        for name in ("forward", "backward"):
-            fn = getattr(cls, name)
-            originals[(cls, name)] = fn
-
-            def wrapped(self, *a, _fn=fn, **kw):
-                t = time.perf_counter()
-                try:
-                    return _fn(self, *a, **kw)
-                finally:
-                    acc[0] += time.perf_counter() - t
-
-            setattr(cls, name, wrapped)
-    try:
-        yield
-    finally:
-        for (cls, name), fn in originals.items():
-            setattr(cls, name, fn)
-
-
-@contextmanager
-def _timed_experts(models: dict, acc: list[float]):
-    """Add the time spent in the experts' forward passes to acc[0]."""
-    kinds = {type(e) for model, _ in models.values() for layer in model.layers
-             for _, e in layer.experts.named_children()}
-    originals = {cls: cls.forward for cls in kinds}
-    for cls, fn in originals.items():
+def _timed(methods, acc: list[float]):
+    """Add the time spent in the methods ``[(class, name), ...]`` to acc[0]."""
+    originals = {(cls, name): getattr(cls, name) for cls, name in methods}
+    for (cls, name), fn in originals.items():
         def wrapped(self, *a, _fn=fn, **kw):
             t = time.perf_counter()
             try:
@@ -74,12 +48,23 @@ def _timed_experts(models: dict, acc: list[float]):
             finally:
                 acc[0] += time.perf_counter() - t
 
-        cls.forward = wrapped
+        setattr(cls, name, wrapped)
     try:
         yield
     finally:
-        for cls, fn in originals.items():
-            cls.forward = fn
+        for (cls, name), fn in originals.items():
+            setattr(cls, name, fn)
+
+
+DISPATCH = [(cls, name) for cls in (dispatcher.DispatchRows, dispatcher.Combine)
+            for name in ("forward", "backward")]    # dispatch/combine, forward and backward
+
+
+def _expert_forwards(models: dict) -> list:
+    """The forward methods of every expert class the models use."""
+    kinds = {type(e) for model, _ in models.values() for layer in model.layers
+             for _, e in layer.experts.named_children()}
+    return [(cls, "forward") for cls in kinds]
 
 
 def _loss(out, labels):
@@ -96,13 +81,14 @@ def measure_inference(models: dict, ids, rounds: int) -> dict:
     alike; the median of each setting's times, and the share of its timed batches spent
     in the experts' forward passes."""
     times, flops, experts = {s: [] for s in models}, {}, {s: 0.0 for s in models}
+    expert_forwards = _expert_forwards(models)
     with no_grad():
         for model, _ in models.values():
             model.eval()
         for r in range(-2, rounds):                            # rounds -2, -1: warm-up
             for s, (model, k) in models.items():
                 acc = [0.0]
-                with _timed_experts(models, acc):
+                with _timed(expert_forwards, acc):
                     t = time.perf_counter()
                     out = model(ids, k=k)
                     dt = time.perf_counter() - t
@@ -139,7 +125,7 @@ def measure_training(models: dict, ids, labels, rounds: int) -> dict:
     for _ in range(rounds):
         for s, step in steps.items():
             acc = [0.0]
-            with _timed_dispatch(acc):
+            with _timed(DISPATCH, acc):
                 t = time.perf_counter()
                 out[s] = step()
                 times[s].append(time.perf_counter() - t)

@@ -113,9 +113,9 @@ class Adam(Optimizer):
             return super().update_in_place(w, g, m, v)
         c, t = self.config, self.step_count
         bc1, bc2 = 1.0 - c.beta1 ** t, 1.0 - c.beta2 ** t
-        consts = np.empty(10, dtype=w.dtype)      # cast as NumPy casts the rule's Python floats
-        consts[[K.LR, K.B1, K.ONE_MINUS_B1, K.B2, K.ONE_MINUS_B2, K.EPS, K.L2X2, K.BC1, K.BC2,
-                K.KERAS_STEP]] = [c.lr, c.beta1, 1.0 - c.beta1, c.beta2, 1.0 - c.beta2, c.eps,
-                                  2.0 * c.l2, bc1, bc2, c.lr * math.sqrt(bc2) / bc1]
+        # in the order LR, B1, ONE_MINUS_B1, ..., KERAS_STEP of adaref.kernels.adam, cast to
+        # the parameter's dtype as NumPy casts the rule's Python floats
+        consts = np.array([c.lr, c.beta1, 1.0 - c.beta1, c.beta2, 1.0 - c.beta2, c.eps, 2.0 * c.l2,
+                           bc1, bc2, c.lr * math.sqrt(bc2) / bc1], dtype=w.dtype)
         form = 0 if c.epsilon_form == "algorithm1" else 1
         K.adam_update(*(a.reshape(-1) for a in arrays), consts, form)
