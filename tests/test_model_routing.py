@@ -268,6 +268,23 @@ def test_gate_jitter_only_in_training_and_from_the_passed_rng():
     assert np.array_equal(gate.logits(x).data, gate.logits(x, rng=np.random.default_rng(7)).data)
 
 
+@given(seed=st.integers(0, 2 ** 32 - 1), eps=st.floats(0.0, 0.99),
+       shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=60),
+       dtype=st.sampled_from([np.float32, np.float64]), chunk=st.sampled_from([7, 1000, 1 << 16]))
+def test_jitter_draw_is_numpys_uniform_bit_for_bit(seed, eps, shape, dtype, chunk):
+    """Eq. 7's noise drawn a chunk at a time: the same numbers and the same generator
+    state afterwards as one ``rng.uniform(...).astype(dtype)``, whatever the chunking."""
+    from adaref.model import gate as gate_module
+    a_rng, b_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gate_module, "_JITTER_CHUNK", chunk)
+        a = gate_module.draw_jitter(a_rng, eps, shape, dtype)
+    b = b_rng.uniform(1 - eps, 1 + eps, size=shape).astype(dtype)
+    assert a.shape == shape and a.dtype == dtype
+    assert a.tobytes() == b.tobytes()
+    assert a_rng.random() == b_rng.random()
+
+
 @pytest.mark.parametrize("combine", ["gates", "switch"])
 @pytest.mark.parametrize("temperature", ["log", "raw"])
 def test_gate_gradients_reach_every_parameter(combine, temperature):

@@ -54,17 +54,9 @@ PHASES = {
     "  optimisers": [("optim/base.py", "step")],
     "  regularisers": [("regularizers.py", "load_fractions"), ("regularizers.py", "distribution_loss"),
                        ("regularizers.py", "z_loss")],
-    "  jitter draw": [("bench/train.py", "uniform")],
+    "  jitter draw": [("model/gate.py", "draw_jitter")],
     "batching": [("trainer.py", "_next_batch"), ("trainer.py", "_val_batch")],
 }
-
-
-class _TimedGenerator(np.random.Generator):
-    """The trainer's noise generator, same stream, with ``uniform`` (the gates' jitter,
-    eq. 7) as a Python function so that the profiler sees it."""
-
-    def uniform(self, *args, **kwargs):
-        return super().uniform(*args, **kwargs)
 
 
 def _trainer(ds, directory: str, bilevel: str, xi: float, batch: int, seed: int,
@@ -173,7 +165,6 @@ def main(argv: list[str]) -> int:
                     bare_step()
                     times.setdefault("bare", []).append(time.perf_counter() - t0)
                 k = trainer.model.k_schedule(trainer.state.step)
-                trainer.rng["noise"] = _TimedGenerator(trainer.rng["noise"].bit_generator)
                 profile = cProfile.Profile()
                 t0 = time.perf_counter()
                 profile.enable()

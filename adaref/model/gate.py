@@ -45,6 +45,36 @@ from adaref.nn.init import glorot_uniform
 from adaref.tensor import ShapeError, Tensor
 
 L2_EPS = 1e-12
+_JITTER_CHUNK = 1 << 16     # float64 uniforms per draw (512 KiB: stays in cache)
+
+
+def draw_jitter(rng: np.random.Generator, eps: float, shape: tuple[int, ...],
+                dtype) -> np.ndarray:
+    """Eq. 7's noise RandomUniform(1 - eps, 1 + eps) of ``shape``, cast to ``dtype``.
+
+    The same numbers, bit for bit, and the same generator state afterwards as
+    ``rng.uniform(1 - eps, 1 + eps, size=shape).astype(dtype)``: NumPy computes each as
+    ``low + (high - low) * u`` in float64 from one ``rng.random()`` double, in C order;
+    here the doubles are drawn a cache-sized chunk at a time into a reused buffer and
+    cast straight into the output, so no (B, F*D) float64 array is made.
+
+    >>> a = draw_jitter(np.random.default_rng(0), 0.01, (3, 70000), np.float32)
+    >>> b = np.random.default_rng(0).uniform(0.99, 1.01, size=(3, 70000)).astype(np.float32)
+    >>> a.dtype, bool((a == b).all())
+    (dtype('float32'), True)
+    """
+    low, high = 1.0 - eps, 1.0 + eps
+    span = high - low
+    out = np.empty(shape, dtype=dtype)
+    flat = out.reshape(-1)                                               # a view: out is new
+    buf = np.empty(max(1, min(flat.size, _JITTER_CHUNK)))
+    for start in range(0, flat.size, buf.size):
+        u = buf[:min(buf.size, flat.size - start)]
+        rng.random(out=u)
+        u *= span
+        u += low
+        flat[start:start + u.size] = u
+    return out
 
 
 @dataclass
@@ -189,8 +219,7 @@ class NoisyCosineGate(Module):
             if rng is None:
                 raise ValueError("NoisyCosineGate: jitter is on in training mode; pass rng=, "
                                  "call model.eval(), or set gate jitter to 0")
-            noise = rng.uniform(1 - cfg.jitter, 1 + cfg.jitter, size=flat.shape)
-            noise = noise.astype(flat.dtype)                             # eq. 7 jitter
+            noise = draw_jitter(rng, cfg.jitter, flat.shape, flat.dtype)  # (B, F*D), eq. 7
         # (flat * noise) @ W + b, the product not kept for the backward pass
         h = self.project(self._act(self.reduce(flat, scale=noise)))      # (B, d)
         s = cosine_scores(l2_normalize(h), l2_normalize(self.embeddings))  # (B, N), eq. 8
