@@ -143,18 +143,21 @@ def test_adam_fused_update_is_the_rule_to_the_last_bit_on_both_backends(seed, dt
                                                                         steps):
     """Adam's in-place kernel (blocks of 4096 elements in parallel; sizes up to 9000 give
     one to three blocks) gives the same weights and moments as Adam.rule, bit for bit, on
-    both kernel backends, float32 kept float32; the gradient array is not modified."""
+    both kernel backends and on both of Numba's paths (parallel, and the serial one taken
+    below ``serial_below`` elements), float32 kept float32; the gradient is not modified."""
     from adaref import kernels
+    from adaref.kernels import adam as kadam
 
     rng = np.random.default_rng(seed)
     w0 = rng.normal(size=size).astype(dtype)
     grads = [(rng.normal(size=size) * 10.0 ** rng.integers(-6, 2)).astype(dtype) for _ in range(steps)]
     kw = dict(lr=0.01, beta1=0.8, beta2=0.99, l2=l2, epsilon_form=form)
     results = []
-    for backend in kernels.BACKENDS:
+    for backend, serial_below in (("numpy", 0), ("numba", 0), ("numba", 10 ** 9)):
         p = Parameter(w0.copy())
         opt = Adam([("w", p)], **kw)
-        with kernels.use_backend(backend):
+        with kernels.use_backend(backend), pytest.MonkeyPatch.context() as patch:
+            patch.setattr(kadam.adam_update, "serial_below", serial_below)
             for g in grads:
                 p.grad = g.copy()
                 opt.step()
@@ -165,6 +168,46 @@ def test_adam_fused_update_is_the_rule_to_the_last_bit_on_both_backends(seed, dt
     for g in grads:
         opt.step_count += 1
         w, m, v = opt.rule(w, g, m, v)
+    for got in results:
+        for a, b in zip(got, (w, m, v)):
+            assert a.dtype == dtype
+            np.testing.assert_array_equal(a, b)
+
+
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]),
+       form=st.sampled_from(["algorithm1", "keras"]), l2=st.sampled_from([0.0, 1e-3]),
+       vocab=st.integers(1, 700), dim=st.integers(1, 5), steps=st.integers(1, 3))
+def test_adam_row_sparse_kernel_is_the_rule_on_the_gathered_rows(seed, dtype, form, l2, vocab, dim,
+                                                                 steps):
+    """Lazy Adam's row kernel (blocks of 256 rows in parallel; up to 700 rows) updates the
+    touched rows exactly as Adam.rule on the gathered rows scattered back, on both
+    backends, and leaves every other row and its moments untouched."""
+    from adaref import kernels
+
+    rng = np.random.default_rng(seed)
+    w0 = rng.normal(size=(vocab, dim)).astype(dtype)
+    grads = []
+    for _ in range(steps):
+        rows = np.flatnonzero(rng.random(vocab) < rng.random())          # sorted, unique
+        values = (rng.normal(size=(len(rows), dim)) * 10.0 ** rng.integers(-6, 2)).astype(dtype)
+        grads.append(sparse(rows, values, (vocab, dim), dtype))
+    kw = dict(lr=0.01, beta1=0.8, beta2=0.99, l2=l2, epsilon_form=form)
+    results = []
+    for backend in kernels.BACKENDS:
+        p = Parameter(w0.copy())
+        opt = Adam([("emb", p)], **kw)
+        with kernels.use_backend(backend):
+            for g in grads:
+                p.grad = g
+                opt.step()
+        results.append((p.data, opt.state["m"]["emb"], opt.state["v"]["emb"]))
+    w, m, v = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)       # the rule, row by row
+    opt = Adam([("emb", Parameter(w0.copy()))], **kw)
+    for g in grads:
+        opt.step_count += 1
+        new = opt.rule(w[g.rows], g.values, m[g.rows], v[g.rows])
+        for a, b in zip((w, m, v), new):
+            a[g.rows] = b
     for got in results:
         for a, b in zip(got, (w, m, v)):
             assert a.dtype == dtype
@@ -662,6 +705,8 @@ def test_state_of_another_optimiser_is_refused():
     (np.ones((3, 2)), ValueError, "has shape (2, 3) but its gradient has shape (3, 2)"),
     (np.ones((2, 3), np.float32), TypeError, "is float64 but its gradient is float32"),
     (np.array([[1, np.nan, 0], [0, 0, 0]]), FloatingPointError, "NaN or infinity"),
+    (np.array([[np.inf, -np.inf, 0], [0, 0, 0]]), FloatingPointError, "NaN or infinity"),
+    (np.array([[np.inf, 1e308, 0], [0, 0, 0]]), FloatingPointError, "NaN or infinity"),
     ([[1.0] * 3] * 2, TypeError, "must be an ndarray or a RowSparseGrad"),
     (sparse([1, 0], np.ones((2, 3)), (2, 3)), ValueError, "unique, sorted and in [0, 2)"),
     (sparse([1, 1], np.ones((2, 3)), (2, 3)), ValueError, "unique, sorted"),
@@ -677,6 +722,17 @@ def test_bad_gradients_are_refused_before_anything_changes(grad, error, message)
         opt.step()
     assert message in str(err.value) and "'bad'" in str(err.value)
     assert np.array_equal(good.data, np.ones((2, 3))) and opt.step_count == 0
+
+
+def test_large_finite_gradients_whose_sum_overflows_are_accepted():
+    """The finite check sums first; a sum that overflows must not refuse finite values."""
+    p = Parameter(np.ones((2, 3), np.float32))
+    opt = SGD([("w", p)], lr=1e-40)
+    p.grad = np.full((2, 3), 3e38, np.float32)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(p.grad.sum())
+    opt.step()
+    assert opt.step_count == 1 and np.isfinite(p.data).all()
 
 
 def test_construction_errors_are_clear():

@@ -30,6 +30,7 @@ everything; so does CI.)
 from __future__ import annotations
 
 import os
+import types
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -59,23 +60,35 @@ class Kernel:
     """A NumPy twin and a Numba-compiled loop with one signature and one meaning."""
 
     def __init__(self, name: str, numpy_impl: Callable, loop_impl: Callable, parallel: bool = False,
-                 reassoc: bool = False):
+                 reassoc: bool = False, serial_below: int = 0):
         self.name, self.numpy_impl, self.loop_impl = name, numpy_impl, loop_impl
         self.parallel = parallel   # loop_impl uses numba.prange over independent chunks
+        # A parallel kernel whose first argument (the array it writes) has fewer elements
+        # than this runs a serial compilation of the same loop: waking the threads costs
+        # 60-90 us a call (they sleep at once, OMP_WAIT_POLICY=PASSIVE), more than the
+        # work of a small array. Same blocks in the same order, so the same bits.
+        self.serial_below = serial_below if parallel else 0
         # reassoc: LLVM may reorder the loop's sums (vectorised reductions). Only this
         # fast-math flag, never the ones that assume no NaN/Inf: a NaN still propagates.
         # Results stay deterministic on one machine; the twins' stated bound covers it.
         self.fastmath = {"reassoc"} if reassoc else False
         self._compiled: Callable | None = None
+        self._serial: Callable | None = None
         self.__doc__ = numpy_impl.__doc__
 
     def numba_impl(self, *args):
+        if self.serial_below and args[0].size < self.serial_below:
+            if self._serial is None:
+                self._serial = self._jit(_renamed(self.loop_impl, "_serial"), parallel=False)
+            return self._serial(*args)
         if self._compiled is None:
-            import numba
-
-            self._compiled = numba.njit(cache=True, nogil=True, parallel=self.parallel,
-                                        fastmath=self.fastmath)(self.loop_impl)
+            self._compiled = self._jit(self.loop_impl, parallel=self.parallel)
         return self._compiled(*args)
+
+    def _jit(self, fn: Callable, parallel: bool) -> Callable:
+        import numba
+
+        return numba.njit(cache=True, nogil=True, parallel=parallel, fastmath=self.fastmath)(fn)
 
     def __call__(self, *args):
         impl = self.numba_impl if _backend == "numba" else self.numpy_impl
@@ -83,6 +96,16 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"Kernel({self.name!r}, backend={_backend!r})"
+
+
+def _renamed(fn: Callable, suffix: str) -> Callable:
+    """The same function under another qualified name: Numba's on-disk cache files are
+    named after it, so a serial and a parallel compilation of one loop do not overwrite
+    each other's entries."""
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix,
+                              fn.__defaults__, fn.__closure__)
+    twin.__qualname__, twin.__module__ = fn.__qualname__ + suffix, fn.__module__
+    return twin
 
 
 from adaref.kernels.scatter import scatter_add_rows, scatter_add_unique_rows  # noqa: E402,F401

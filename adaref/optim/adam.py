@@ -111,11 +111,24 @@ class Adam(Optimizer):
         arrays = (w, g, m, v)
         if not all(a.flags.c_contiguous and a.dtype == w.dtype for a in arrays):
             return super().update_in_place(w, g, m, v)
+        K.adam_update(*(a.reshape(-1) for a in arrays), *self._kernel_constants(w.dtype))
+
+    def update_rows_in_place(self, w: np.ndarray, rows: np.ndarray, g: np.ndarray, m: np.ndarray,
+                             v: np.ndarray) -> None:
+        """:meth:`rule` on the rows of a row-sparse gradient in one pass over them
+        (:data:`adaref.kernels.adam.adam_update_rows`), the same bits as the rule."""
+        arrays = (w, g, m, v)
+        if not (all(a.flags.c_contiguous and a.dtype == w.dtype and a.ndim == 2 for a in arrays)
+                and rows.dtype == np.int64):
+            return super().update_rows_in_place(w, rows, g, m, v)
+        K.adam_update_rows(w, g, m, v, rows, *self._kernel_constants(w.dtype))
+
+    def _kernel_constants(self, dtype) -> tuple[np.ndarray, int]:
+        """The kernels' constants c (10,) and form."""
         c, t = self.config, self.step_count
         bc1, bc2 = 1.0 - c.beta1 ** t, 1.0 - c.beta2 ** t
         # in the order LR, B1, ONE_MINUS_B1, ..., KERAS_STEP of adaref.kernels.adam, cast to
         # the parameter's dtype as NumPy casts the rule's Python floats
         consts = np.array([c.lr, c.beta1, 1.0 - c.beta1, c.beta2, 1.0 - c.beta2, c.eps, 2.0 * c.l2,
-                           bc1, bc2, c.lr * math.sqrt(bc2) / bc1], dtype=w.dtype)
-        form = 0 if c.epsilon_form == "algorithm1" else 1
-        K.adam_update(*(a.reshape(-1) for a in arrays), consts, form)
+                           bc1, bc2, c.lr * math.sqrt(bc2) / bc1], dtype=dtype)
+        return consts, 0 if c.epsilon_form == "algorithm1" else 1

@@ -174,11 +174,7 @@ class Optimizer:
         for name, p, g in grads:
             state = [self.state[slot][name] for slot in self.slots()]
             if isinstance(g, RowSparseGrad):
-                rows = g.rows                                         # (R,)
-                new = self.rule(p.data[rows], g.values, *(s[rows] for s in state))
-                p.data[rows] = new[0]                                 # (R, D) scattered back
-                for s, value in zip(state, new[1:]):
-                    s[rows] = value
+                self.update_rows_in_place(p.data, np.asarray(g.rows), np.asarray(g.values), *state)
             else:
                 self.update_in_place(p.data, g, *state)
 
@@ -189,6 +185,16 @@ class Optimizer:
         w[...] = new[0]
         for s, value in zip(slots, new[1:]):
             s[...] = value
+
+    def update_rows_in_place(self, w: np.ndarray, rows: np.ndarray, g: np.ndarray,
+                             *slots: np.ndarray) -> None:
+        """Apply :meth:`rule` to the rows ``rows`` (R,) (unique) of a parameter w (V, D)
+        and of its slots, with their gradients g (R, D); other rows are untouched. A
+        subclass may override it with a fused kernel that gives the same bits."""
+        new = self.rule(w[rows], g, *(s[rows] for s in slots))
+        w[rows] = new[0]                                              # (R, D) scattered back
+        for s, value in zip(slots, new[1:]):
+            s[rows] = value
 
     def _checked_grad(self, name: str, p: Tensor) -> "np.ndarray | RowSparseGrad":
         owner = f"{type(self).__name__}: parameter {name!r}"
@@ -224,7 +230,11 @@ class Optimizer:
         if values.dtype != p.dtype:
             raise TypeError(f"{owner} is {p.dtype} but its gradient is {values.dtype} "
                             f"(no silent casts)")
-        if not np.all(np.isfinite(values)):
+        # a sum is finite only if every term is (NaN and infinities carry through); one that
+        # is not may only have overflowed, so then look at every element
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = values.sum()
+        if not np.isfinite(total) and not np.all(np.isfinite(values)):
             raise FloatingPointError(f"{owner}: gradient holds NaN or infinity")
 
     # --- checkpointing ------------------------------------------------------------------
