@@ -3,6 +3,7 @@ gradient check by the oracle, no mutation, float32 kept and consistent."""
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 
 import adaref
@@ -395,6 +396,19 @@ def ids_for(draw, shapes, kw):
 
 @op_test(ops.embedding, shapes=one_shape(min_dims=2, max_dims=2), constants=ids_for)
 def test_embedding(): pass
+
+
+@given(data=st.data(), vocab=st.integers(1, 3000))
+def test_embedding_gradient_rows_are_numpys_unique_on_both_paths(data, vocab):
+    """The embedding's VJP finds its rows by a mark per row when the table is at most 16
+    times the batch and by a sort otherwise: both give np.unique's rows and inverse."""
+    from adaref.ops.neural import _unique_inverse
+
+    ids = data.draw(hnp.arrays(np.int64, st.integers(0, 400), elements=st.integers(0, vocab - 1)))
+    rows, inverse = _unique_inverse(ids, vocab)
+    want_rows, want_inverse = np.unique(ids, return_inverse=True)
+    assert np.array_equal(rows, want_rows) and np.array_equal(inverse, want_inverse.reshape(-1))
+    assert np.array_equal(rows[inverse], ids)
 
 
 # --- selection -------------------------------------------------------------------------------

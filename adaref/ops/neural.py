@@ -115,11 +115,24 @@ class EmbeddingLookup(Function):
         return np.take(weight, ids, axis=0)      # (..., D); weight[ids], several times faster
 
     def backward(self, g):
-        rows, inverse = np.unique(self.ids, return_inverse=True)   # (R,), (n,)
+        rows, inverse = _unique_inverse(self.ids.reshape(-1), self.shape[0])   # (R,), (n,)
         values = np.zeros((len(rows), self.shape[1]), dtype=g.dtype)  # (R, D)
         kernels.scatter_add_rows(values, inverse.reshape(-1).astype(np.int64),
                                  np.ascontiguousarray(g.reshape(-1, self.shape[1])))
         return (RowSparseGrad(rows.astype(np.int64), values, self.shape),)
+
+
+def _unique_inverse(ids: np.ndarray, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(ids, return_inverse=True)`` for ids (n,) in [0, vocab): the sorted
+    distinct ids (R,) and each id's position among them (n,). When the table is not much
+    larger than the batch, a mark per row and a running count replace the sort."""
+    if vocab > 16 * ids.size:
+        rows, inverse = np.unique(ids, return_inverse=True)
+        return rows, inverse.reshape(-1)
+    present = np.zeros(vocab, dtype=bool)
+    present[ids] = True
+    position = np.cumsum(present, dtype=np.int64) - 1                # (V,) rank among present
+    return np.flatnonzero(present), position[ids]
 
 
 def softmax(x, axis: int = -1) -> Tensor:
