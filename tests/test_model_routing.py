@@ -268,20 +268,38 @@ def test_gate_jitter_only_in_training_and_from_the_passed_rng():
     assert np.array_equal(gate.logits(x).data, gate.logits(x, rng=np.random.default_rng(7)).data)
 
 
+def _same_state(a, b) -> bool:
+    """Two bit generators' states (nested dicts of ints and arrays) are equal."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    return np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
+
+
 @given(seed=st.integers(0, 2 ** 32 - 1), eps=st.floats(0.0, 0.99),
        shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=60),
-       dtype=st.sampled_from([np.float32, np.float64]), chunk=st.sampled_from([7, 1000, 1 << 16]))
-def test_jitter_draw_is_numpys_uniform_bit_for_bit(seed, eps, shape, dtype, chunk):
-    """Eq. 7's noise drawn a chunk at a time: the same numbers and the same generator
-    state afterwards as one ``rng.uniform(...).astype(dtype)``, whatever the chunking."""
-    from adaref.model import gate as gate_module
-    a_rng, b_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+       dtype=st.sampled_from([np.float32, np.float64]), chunk=st.sampled_from([7, 1000, 1 << 16]),
+       parallel_min=st.sampled_from([1, 50, 1 << 19]),
+       kind=st.sampled_from([np.random.PCG64, np.random.PCG64DXSM, np.random.Philox]),
+       half_drawn=st.booleans())
+def test_jitter_draw_is_numpys_uniform_bit_for_bit(seed, eps, shape, dtype, chunk, parallel_min,
+                                                   kind, half_drawn):
+    """Eq. 7's noise drawn a chunk at a time, in parts on threads when the generator can
+    jump: the same numbers and the same generator state afterwards (a buffered 32-bit
+    half included) as one ``rng.uniform(...).astype(dtype)``, however it is cut."""
+    from adaref import noise
+    from adaref.model.gate import draw_jitter
+    a_rng, b_rng = np.random.Generator(kind(seed)), np.random.Generator(kind(seed))
+    if half_drawn:                  # leaves half of a 64-bit draw buffered in the generator
+        assert a_rng.integers(0, 2 ** 31, dtype=np.int32) == b_rng.integers(0, 2 ** 31, dtype=np.int32)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gate_module, "_JITTER_CHUNK", chunk)
-        a = gate_module.draw_jitter(a_rng, eps, shape, dtype)
+        patch.setattr(noise, "CHUNK", chunk)
+        patch.setattr(noise, "PARALLEL_MIN", parallel_min)
+        a = draw_jitter(a_rng, eps, shape, dtype)
     b = b_rng.uniform(1 - eps, 1 + eps, size=shape).astype(dtype)
     assert a.shape == shape and a.dtype == dtype
     assert a.tobytes() == b.tobytes()
+    assert _same_state(a_rng.bit_generator.state, b_rng.bit_generator.state)
+    assert a_rng.integers(0, 2 ** 31, dtype=np.int32) == b_rng.integers(0, 2 ** 31, dtype=np.int32)
     assert a_rng.random() == b_rng.random()
 
 
