@@ -131,8 +131,9 @@ def _unique_inverse(ids: np.ndarray, vocab: int) -> tuple[np.ndarray, np.ndarray
         return rows, inverse.reshape(-1)
     present = np.zeros(vocab, dtype=bool)
     present[ids] = True
-    position = np.cumsum(present, dtype=np.int64) - 1                # (V,) rank among present
-    return np.flatnonzero(present), position[ids]
+    kind = np.int32 if vocab < 2 ** 31 else np.int64                # half the memory
+    position = np.cumsum(present, dtype=kind)                        # (V,) 1 + rank among present
+    return np.flatnonzero(present), position[ids].astype(np.int64) - 1
 
 
 def softmax(x, axis: int = -1) -> Tensor:
