@@ -14,9 +14,9 @@ double ``u = rng.random()`` per value, in C order. Two things make the copy fast
   same stream, so the result does not depend on the number of threads or their timing.
   Other bit generators draw on one thread.
 
-Used for eq. 7's jitter (:func:`adaref.model.gate.draw_jitter`): a (4096, 624) draw,
-four per training step, took 6.3 ms as NumPy's one call (float64 array, then a cast),
-3.7 ms here on two cores.
+Used for eq. 7's jitter (:func:`adaref.model.gate.draw_jitter`): a (4096, 624) draw, one
+per gate and training step, took 6.3 ms as NumPy's one call (a float64 array, then a
+cast), 3.7-4 ms here on two cores.
 
 >>> import numpy as np
 >>> a = uniform(np.random.default_rng(0), 0.99, 1.01, (3, 500_000), np.float32)
@@ -36,7 +36,8 @@ CHUNK = 1 << 16            # doubles per draw into the buffer (512 KiB: stays in
 PARALLEL_MIN = 1 << 19     # values per thread below which one thread draws everything
 _JUMPABLE = (np.random.PCG64, np.random.PCG64DXSM)
 _pool: ThreadPoolExecutor | None = None
-_threads = max(1, min(4, os.cpu_count() or 1))
+_threads = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                       else os.cpu_count() or 1))             # the cores this process may use
 
 
 def uniform(rng: np.random.Generator, low: float, high: float, shape: tuple[int, ...],

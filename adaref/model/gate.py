@@ -37,11 +37,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adaref import noise, ops
+from adaref import ops
 from adaref.experts.base import act_flops
 from adaref.model.config import GateConfig
 from adaref.nn import Linear, Module, Parameter, activation
 from adaref.nn.init import glorot_uniform
+from adaref.noise import uniform
 from adaref.tensor import ShapeError, Tensor
 
 L2_EPS = 1e-12
@@ -59,7 +60,7 @@ def draw_jitter(rng: np.random.Generator, eps: float, shape: tuple[int, ...],
     >>> a.dtype, bool((a == b).all())
     (dtype('float32'), True)
     """
-    return noise.uniform(rng, 1.0 - eps, 1.0 + eps, shape, dtype)
+    return uniform(rng, 1.0 - eps, 1.0 + eps, shape, dtype)
 
 
 @dataclass
