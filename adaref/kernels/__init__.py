@@ -9,7 +9,8 @@ One switch selects the implementation everywhere:
 A kernel is a :class:`Kernel` pairing a NumPy function with a plain-Python loop
 function that Numba compiles (``numba.njit(cache=True)``) on first use. The loop
 function is ordinary Python, so it also runs (slowly) under ``NUMBA_DISABLE_JIT=1``.
-Kernels write into an output array passed in (no allocation inside the loop), and both
+Kernels write into an output array passed in (no output allocated inside the loop; at
+most a small scratch, such as layer norm's per-block sums), and both
 twins must agree: exactly in float64 when they add in the same order, otherwise
 within a bound stated in the kernel's docstring (``tests/test_kernels.py``).
 

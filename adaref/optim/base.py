@@ -13,8 +13,9 @@ written with the equations in its docstring, and this class does the rest:
 * A dense gradient (an ndarray shaped like the parameter) updates every element.
 * A :class:`~adaref.tensor.RowSparseGrad` (from an embedding lookup) updates only its
   ``rows``: the rule runs on the gathered rows ``w[rows]`` (R, D), ``g.values`` (R, D)
-  and ``slot[rows]`` (R, D), and the results are scattered back. Every other row, of the
-  weights and of the state, is untouched (bit-identical). This is the **lazy** (sparse)
+  and ``slot[rows]`` (R, D), and the results are scattered back
+  (:meth:`Optimizer.update_rows_in_place`; Adam does it in one kernel pass with the same
+  bits). Every other row, of the weights and of the state, is untouched (bit-identical). This is the **lazy** (sparse)
   update; config ``sparse_update="dense"`` instead densifies the gradient first (zero
   rows and all), which is what frameworks without sparse kernels compute.
 * All gradients are checked before anything is written (shape, dtype, finiteness,
